@@ -1,0 +1,8 @@
+"""Top-level routes: the API under /api/, health probes, the admin."""
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("metrics.urls")),
+]
