@@ -53,14 +53,35 @@ command -v pg_ctlcluster >/dev/null 2>&1 || die "pg_ctlcluster not found; is pos
 export DEBIAN_FRONTEND=noninteractive
 START_TS=$SECONDS
 
+# ---------------------------------------------------------------- temp dir + cleanup
+WORK="$(mktemp -d /tmp/install-timescaledb.XXXXXX)"
+SRC_LIST="$WORK/apt/timescaledb-src.list"
+cleanup() {
+    local rc=$?
+    rm -f "$SRC_LIST"   # the throwaway deb-src file never outlives the script
+    rm -rf "$WORK"
+    if ((rc != 0)); then
+        printf '[install-timescaledb] ERROR: failed (exit %s); temporary files removed.\n' "$rc" >&2
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# run_logged LOGNAME CMD...: run quietly, show the log tail when it fails
+run_logged() {
+    local logf="$WORK/$1.log"; shift
+    "$@" >"$logf" 2>&1 || { local rc=$?; tail -n 40 "$logf" >&2; return "$rc"; }
+}
+
 # ---------------------------------------------------------------- build deps
 BUILD_DEPS=(postgresql-server-dev-"${PG_MAJOR}" cmake build-essential dpkg-dev libssl-dev)
 log "installing build dependencies: ${BUILD_DEPS[*]}"
-if ! apt-get install -y -q --no-install-recommends "${BUILD_DEPS[@]}"; then
+if ! run_logged apt-install apt-get install -y -q --no-install-recommends "${BUILD_DEPS[@]}"; then
     log "apt-get install failed; refreshing package lists (apt-get update) and retrying"
-    apt-get update -q || die "apt-get update failed."
-    apt-get install -y -q --no-install-recommends "${BUILD_DEPS[@]}" \
-        || die "could not install build dependencies: ${BUILD_DEPS[*]}"
+    run_logged apt-update apt-get update -q || die "apt-get update failed (log above)."
+    run_logged apt-install apt-get install -y -q --no-install-recommends "${BUILD_DEPS[@]}" \
+        || die "could not install build dependencies (log above): ${BUILD_DEPS[*]}"
 fi
 [[ -x "$PG_CONFIG" ]] || die "$PG_CONFIG missing after installing postgresql-server-dev-${PG_MAJOR}."
 
@@ -91,20 +112,6 @@ MIRROR="$(find_debian_mirror || true)"
 log "using configured Debian mirror: $MIRROR (suite $TSDB_SUITE, source only)"
 
 # ---------------------------------------------------------------- throwaway apt config
-WORK="$(mktemp -d /tmp/install-timescaledb.XXXXXX)"
-SRC_LIST="$WORK/apt/timescaledb-src.list"
-cleanup() {
-    local rc=$?
-    rm -f "$SRC_LIST"
-    rm -rf "$WORK"
-    if ((rc != 0)); then
-        printf '[install-timescaledb] ERROR: failed (exit %s); temporary files removed.\n' "$rc" >&2
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 mkdir -p "$WORK/apt/parts" "$WORK/apt/lists/partial" "$WORK/src" "$WORK/build"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 [[ -f "$KEYRING" ]] || die "$KEYRING missing (install debian-archive-keyring)."
@@ -121,11 +128,12 @@ APT_OPTS=(
     -o "APT::Sandbox::User=root"
 )
 log "fetching $TSDB_SUITE source index (apt-get update limited to the throwaway sources file)"
-apt-get "${APT_OPTS[@]}" update -q || die "apt-get update for $MIRROR $TSDB_SUITE (deb-src) failed."
+run_logged apt-update-src apt-get "${APT_OPTS[@]}" update -q \
+    || die "apt-get update for $MIRROR $TSDB_SUITE (deb-src) failed (log above)."
 
 log "downloading and unpacking the timescaledb source package"
-(cd "$WORK/src" && apt-get "${APT_OPTS[@]}" source -q timescaledb) \
-    || die "apt-get source timescaledb failed."
+(cd "$WORK/src" && run_logged apt-source apt-get "${APT_OPTS[@]}" source -q timescaledb) \
+    || die "apt-get source timescaledb failed (log above)."
 rm -f "$SRC_LIST"   # not needed any more; the trap removes it on failure as well
 
 SRC_DIR="$(find "$WORK/src" -mindepth 1 -maxdepth 1 -type d -name 'timescaledb-*' | head -n1)"
@@ -134,7 +142,7 @@ log "source tree: $(basename "$SRC_DIR")"
 
 # ---------------------------------------------------------------- build + install
 log "configuring (APACHE_ONLY=ON) against $PG_CONFIG ($("$PG_CONFIG" --version))"
-cmake -S "$SRC_DIR" -B "$WORK/build" \
+run_logged cmake cmake -S "$SRC_DIR" -B "$WORK/build" \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DPG_CONFIG="$PG_CONFIG" \
     -DAPACHE_ONLY=ON \
@@ -142,15 +150,12 @@ cmake -S "$SRC_DIR" -B "$WORK/build" \
     -DTAP_CHECKS=OFF \
     -DWARNINGS_AS_ERRORS=OFF \
     -DUSE_TELEMETRY=OFF \
-    >"$WORK/cmake.log" 2>&1 \
-    || { tail -n 40 "$WORK/cmake.log" >&2; die "cmake configure failed (log above)."; }
+    || die "cmake configure failed (log above)."
 
 log "building (make -j2)"
-make -C "$WORK/build" -j2 >"$WORK/make.log" 2>&1 \
-    || { tail -n 40 "$WORK/make.log" >&2; die "make failed (log above)."; }
+run_logged make make -C "$WORK/build" -j2 || die "make failed (log above)."
 log "installing into $("$PG_CONFIG" --pkglibdir) and $("$PG_CONFIG" --sharedir)/extension"
-make -C "$WORK/build" install >"$WORK/install.log" 2>&1 \
-    || { tail -n 40 "$WORK/install.log" >&2; die "make install failed (log above)."; }
+run_logged make-install make -C "$WORK/build" install || die "make install failed (log above)."
 
 # ---------------------------------------------------------------- configure + restart
 mkdir -p "$CONF_DIR"
