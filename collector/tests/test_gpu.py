@@ -1,0 +1,349 @@
+"""GPU source: NVML responses in the real pynvml shapes (see fake_nvml.py), pods via /proc/<pid>/cgroup."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from collector.sources import gpu
+from collector.tests import fake_nvml
+from collector.tests.fake_nvml import FakeDevice, FakeNvml
+
+POD_A = "6f1c3c2e-0d7b-4b1e-9a55-3e2f0c1d9b10"
+POD_B = "a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"
+CTR_A = "3b2f0d4c6e8a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c"
+CTR_B1 = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0"
+CTR_B2 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+# /proc/<pid>/cgroup as this kind of node writes it (cgroup v1, separate cpu and cpuacct, cgroupfs
+# driver); the systemd-driver and v2 spellings are covered by the parser tests below.
+V1_CGROUP = """\
+9:name=systemd:/kubepods/{qos}pod{uid}/{ctr}
+8:pids:/kubepods/{qos}pod{uid}/{ctr}
+7:blkio:/kubepods/{qos}pod{uid}/{ctr}
+6:freezer:/kubepods/{qos}pod{uid}/{ctr}
+5:devices:/kubepods/{qos}pod{uid}/{ctr}
+4:memory:/kubepods/{qos}pod{uid}/{ctr}
+3:cpuset:/kubepods/{qos}pod{uid}/{ctr}
+2:cpuacct:/kubepods/{qos}pod{uid}/{ctr}
+1:cpu:/kubepods/{qos}pod{uid}/{ctr}
+0::/
+"""
+HOST_CGROUP = """\
+9:name=systemd:/system.slice/nvidia-persistenced.service
+4:memory:/system.slice/nvidia-persistenced.service
+1:cpu:/
+0::/system.slice/nvidia-persistenced.service
+"""
+
+GIB = 1024**3
+MIB = 1024**2
+T0 = 1_795_000_000_000_000  # µs since the epoch, as NVML timestamps are
+
+
+@pytest.fixture
+def proc_root(tmp_path: Path) -> Path:
+    def write(pid: int, text: str) -> None:
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cgroup").write_text(text)
+
+    write(4101, V1_CGROUP.format(qos="burstable/", uid=POD_A, ctr=CTR_A))
+    write(4202, V1_CGROUP.format(qos="", uid=POD_B, ctr=CTR_B1))  # a Guaranteed pod
+    write(4203, V1_CGROUP.format(qos="", uid=POD_B, ctr=CTR_B2))
+    write(1777, HOST_CGROUP)
+    return tmp_path
+
+
+def two_a100s() -> list[FakeDevice]:
+    return [
+        FakeDevice(
+            uuid="GPU-5d2c1f7a-8a6e-2b1c-93f0-7e4d2a1b9c08",
+            name="NVIDIA A100-SXM4-80GB",
+            memory_total=80 * GIB,
+            memory_used=30 * GIB,
+            gpu_util=90,
+            memory_util=41,
+            compute=[(4101, 20 * GIB), (4202, 6 * GIB)],
+            graphics=[(1777, 512 * MIB)],
+            samples=[
+                (4101, T0 + 1_000_000, 80, 30),
+                (4101, T0 + 6_000_000, 60, 20),
+                (4202, T0 + 6_000_000, 10, 5),
+                (1777, T0 + 6_000_000, 1, 0),
+            ],
+        ),
+        FakeDevice(
+            uuid="GPU-c0ffee00-1234-5678-9abc-def012345678",
+            name="NVIDIA A100-SXM4-80GB",
+            memory_total=80 * GIB,
+            memory_used=12 * GIB,
+            gpu_util=40,
+            memory_util=12,
+            compute=[(4203, 11 * GIB)],
+            samples=[(4203, T0 + 5_000_000, 40, 12)],
+        ),
+    ]
+
+
+def test_a_node_without_the_library_has_no_gpu_data_and_logs_one_debug_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
+    caplog.set_level(logging.DEBUG, logger="collector.sources.gpu")
+    source = gpu.GpuSource()
+
+    assert source.read() is None
+    assert source.read() is None
+    messages = [r for r in caplog.records if r.name == "collector.sources.gpu"]
+    assert [(r.levelno, r.getMessage()) for r in messages] == [
+        (logging.DEBUG, "gpu: no GPU data (pynvml not installed)")
+    ]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [fake_nvml.NVML_ERROR_DRIVER_NOT_LOADED, fake_nvml.NVML_ERROR_LIBRARY_NOT_FOUND],
+    ids=["driver-not-loaded", "library-not-found"],
+)
+def test_a_node_without_a_driver_has_no_gpu_data_and_no_warning(
+    code: int, proc_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="collector.sources.gpu")
+    nvml = FakeNvml(two_a100s(), init_error=code)
+    source = gpu.GpuSource(proc_root, nvml=nvml)
+
+    assert source.read() is None
+    assert nvml.init_calls == 1
+    assert nvml.shutdown_calls == 0  # nvmlInit failed: there is nothing to shut down
+    assert all(r.levelno == logging.DEBUG for r in caplog.records)
+    assert "Driver Not Loaded" in caplog.text or "Library Not Found" in caplog.text
+
+
+def test_an_unexpected_init_failure_is_a_warning_not_an_error(
+    proc_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    nvml = FakeNvml(two_a100s(), init_error=fake_nvml.NVML_ERROR_UNKNOWN)
+    assert gpu.GpuSource(proc_root, nvml=nvml).read() is None
+    assert "gpu: nvmlInit failed: Unknown Error" in caplog.text
+
+
+def test_two_devices_with_processes_in_two_pods_and_the_host(proc_root: Path) -> None:
+    nvml = FakeNvml(two_a100s())
+    reading = gpu.GpuSource(proc_root, nvml=nvml).read()
+
+    assert reading is not None
+    assert [d.uuid for d in reading.devices] == [d.uuid for d in nvml.devices]
+    assert reading.devices[0].memory_total_bytes == 80 * GIB
+    # Node: mean device utilisation, summed memory in use (host processes included).
+    assert reading.node.utilization_percent == pytest.approx((90 + 40) / 2)
+    assert reading.node.memory_bytes == 42 * GIB
+    # Pod A: one process on device 0, two samples in the window -> their mean.
+    assert reading.pods[POD_A].utilization_percent == pytest.approx(70.0)
+    assert reading.pods[POD_A].memory_bytes == 20 * GIB
+    # Pod B: a container on each device; the pod is their sum (percent of one GPU).
+    assert reading.containers[(POD_B, CTR_B1)].utilization_percent == pytest.approx(10.0)
+    assert reading.containers[(POD_B, CTR_B1)].memory_bytes == 6 * GIB
+    assert reading.containers[(POD_B, CTR_B2)].utilization_percent == pytest.approx(40.0)
+    assert reading.containers[(POD_B, CTR_B2)].memory_bytes == 11 * GIB
+    assert reading.pods[POD_B].utilization_percent == pytest.approx(50.0)
+    assert reading.pods[POD_B].memory_bytes == 17 * GIB
+    # The host process counts for the node only.
+    host = [p for p in reading.processes if p.pid == 1777]
+    assert host and host[0].pod_uid is None
+    assert set(reading.pods) == {POD_A, POD_B}
+    assert nvml.open == 0 and nvml.shutdown_calls == 1
+
+
+def test_process_utilisation_only_counts_samples_newer_than_the_last_cycle(
+    proc_root: Path,
+) -> None:
+    nvml = FakeNvml(two_a100s())
+    source = gpu.GpuSource(proc_root, nvml=nvml, clock=lambda: (T0 + 20_000_000) / 1e6)
+    source.read()
+    nvml.devices[0].samples.append((4101, T0 + 16_000_000, 25, 10))
+
+    second = source.read()
+
+    assert second is not None
+    # Device 0 is asked from its newest sample seen; device 1 likewise.
+    assert nvml.process_utilization_calls[-2:] == [
+        (nvml.devices[0].uuid, T0 + 6_000_000),
+        (nvml.devices[1].uuid, T0 + 5_000_000),
+    ]
+    assert second.pods[POD_A].utilization_percent == pytest.approx(25.0)
+    # No new sample on device 1 (NVML says NOT_FOUND): its process used no SM time.
+    assert second.containers[(POD_B, CTR_B2)].utilization_percent == 0.0
+    assert nvml.init_calls == 2 and nvml.shutdown_calls == 2 and nvml.open == 0
+
+
+def test_without_per_process_utilisation_pods_get_memory_but_no_utilisation(
+    proc_root: Path,
+) -> None:
+    devices = two_a100s()
+    for device in devices:
+        device.errors["nvmlDeviceGetProcessUtilization"] = fake_nvml.NVML_ERROR_NOT_SUPPORTED
+    reading = gpu.GpuSource(proc_root, nvml=FakeNvml(devices)).read()
+
+    assert reading is not None
+    assert reading.pods[POD_A].utilization_percent is None
+    assert reading.pods[POD_A].memory_bytes == 20 * GIB
+    assert reading.node.utilization_percent == pytest.approx(65.0)
+
+
+def test_a_device_without_utilisation_counters_is_left_out_of_the_mean(proc_root: Path) -> None:
+    devices = two_a100s()
+    devices[1].errors["nvmlDeviceGetUtilizationRates"] = fake_nvml.NVML_ERROR_NOT_SUPPORTED
+    reading = gpu.GpuSource(proc_root, nvml=FakeNvml(devices)).read()
+
+    assert reading is not None
+    assert reading.node.utilization_percent == pytest.approx(90.0)
+    assert reading.node.memory_bytes == 42 * GIB
+
+
+def test_a_lost_gpu_is_skipped_and_the_others_still_reported(
+    proc_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    devices = two_a100s()
+    devices[0].errors["nvmlDeviceGetUUID"] = fake_nvml.NVML_ERROR_GPU_IS_LOST
+    nvml = FakeNvml(devices)
+    reading = gpu.GpuSource(proc_root, nvml=nvml).read()
+
+    assert reading is not None
+    assert [d.index for d in reading.devices] == [1]
+    assert set(reading.pods) == {POD_B}
+    assert "gpu: device 0 skipped: GPU is lost" in caplog.text
+    assert nvml.shutdown_calls == 1
+
+
+def test_nvml_is_shut_down_even_when_reading_fails(proc_root: Path) -> None:
+    nvml = FakeNvml(two_a100s())
+
+    def broken_mapper(pid: int) -> tuple[str | None, str | None]:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        gpu.GpuSource(proc_root, nvml=nvml, pid_mapper=broken_mapper).read()
+    assert nvml.init_calls == 1 and nvml.shutdown_calls == 1 and nvml.open == 0
+
+
+def test_a_node_with_the_driver_but_no_device_has_no_gpu_data(proc_root: Path) -> None:
+    nvml = FakeNvml([])
+    assert gpu.GpuSource(proc_root, nvml=nvml).read() is None
+    assert nvml.shutdown_calls == 1
+
+
+def test_a_compute_and_graphics_process_is_counted_once(proc_root: Path) -> None:
+    devices = two_a100s()
+    devices[0].graphics.append((4101, 20 * GIB))
+    reading = gpu.GpuSource(proc_root, nvml=FakeNvml(devices)).read()
+
+    assert reading is not None
+    assert reading.pods[POD_A].memory_bytes == 20 * GIB
+    assert [p.pid for p in reading.processes].count(4101) == 1
+
+
+def test_memory_the_driver_cannot_report_is_no_data_not_zero(proc_root: Path) -> None:
+    devices = two_a100s()
+    devices[1].compute = [(4203, None)]  # NVML_VALUE_NOT_AVAILABLE -> None in pynvml
+    reading = gpu.GpuSource(proc_root, nvml=FakeNvml(devices)).read()
+
+    assert reading is not None
+    assert reading.containers[(POD_B, CTR_B2)].memory_bytes is None
+    assert reading.pods[POD_B].memory_bytes == 6 * GIB
+
+
+def test_a_process_that_exited_before_its_cgroup_was_read_is_the_hosts(proc_root: Path) -> None:
+    devices = two_a100s()
+    devices[0].compute.append((999999, 1 * GIB))  # no /proc/999999
+    reading = gpu.GpuSource(proc_root, nvml=FakeNvml(devices)).read()
+
+    assert reading is not None
+    assert reading.node.memory_bytes == 42 * GIB
+    assert {p.pid: p.pod_uid for p in reading.processes}[999999] is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (V1_CGROUP.format(qos="burstable/", uid=POD_A, ctr=CTR_A), (POD_A, CTR_A)),
+        (V1_CGROUP.format(qos="", uid=POD_B, ctr=CTR_B1), (POD_B, CTR_B1)),
+        (
+            "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod"
+            + POD_A.replace("-", "_")
+            + f".slice/cri-containerd-{CTR_A}.scope\n",
+            (POD_A, CTR_A),
+        ),
+        (
+            "0::/kubepods.slice/kubepods-pod" + POD_B.replace("-", "_")
+            + f".slice/crio-{CTR_B1}.scope\n",
+            (POD_B, CTR_B1),
+        ),
+        (
+            "4:memory:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
+            + POD_A.replace("-", "_") + f".slice/docker-{CTR_A}.scope\n",
+            (POD_A, CTR_A),
+        ),
+        # containerd without SystemdCgroup on a systemd host.
+        (
+            "0::/kubepods-burstable-pod" + POD_A.replace("-", "_")
+            + f".slice:cri-containerd:{CTR_A}\n",
+            (POD_A, CTR_A),
+        ),
+        # A static (mirror) pod: its uid is a 32-hex hash.
+        (
+            "0::/kubepods/burstable/pod0f3c5a7e9b1d2f4a6c8e0b2d4f6a8c0e/" + CTR_A + "\n",
+            ("0f3c5a7e9b1d2f4a6c8e0b2d4f6a8c0e", CTR_A),
+        ),
+        # A process in the pod cgroup itself (no container).
+        ("4:memory:/kubepods/burstable/pod" + POD_A + "\n", (POD_A, None)),
+        (HOST_CGROUP, (None, None)),
+        ("0::/\n", (None, None)),
+    ],
+    ids=["v1-burstable", "v1-guaranteed", "v2-systemd-containerd", "v2-systemd-crio",
+         "v1-systemd-docker", "containerd-colon", "static-pod", "pod-level", "host", "root"],
+)
+def test_it_maps_a_process_cgroup_to_its_pod_and_container(
+    text: str, expected: tuple[str | None, str | None]
+) -> None:
+    assert gpu.parse_pod_container(text) == expected
+
+
+def test_the_fake_matches_the_installed_pynvml() -> None:
+    """Keeps fake_nvml honest: same struct fields, error codes and error classes as the real one."""
+    pynvml = pytest.importorskip("pynvml")
+    for name in ("c_nvmlMemory_t", "c_nvmlUtilization_t", "c_nvmlProcessUtilizationSample_t"):
+        real = [(f[0], f[1]) for f in getattr(pynvml, name)._fields_]
+        fake = [(f[0], f[1]) for f in getattr(fake_nvml, name)._fields_]
+        assert real == fake, name
+    assert [f[0] for f in pynvml.c_nvmlProcessInfo_t._fields_] == [
+        f[0] for f in fake_nvml.c_nvmlProcessInfo_v2_t._fields_
+    ]
+    for code_name in ("NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_NOT_FOUND",
+                      "NVML_ERROR_DRIVER_NOT_LOADED", "NVML_ERROR_LIBRARY_NOT_FOUND",
+                      "NVML_ERROR_FUNCTION_NOT_FOUND", "NVML_ERROR_GPU_IS_LOST",
+                      "NVML_ERROR_NO_PERMISSION"):
+        assert getattr(pynvml, code_name) == getattr(fake_nvml, code_name), code_name
+        assert getattr(pynvml, code_name) == getattr(gpu, code_name, getattr(pynvml, code_name))
+    real_error = pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+    fake_error = fake_nvml.NVMLError(fake_nvml.NVML_ERROR_NOT_SUPPORTED)
+    assert type(real_error).__name__ == type(fake_error).__name__ == "NVMLError_NotSupported"
+    assert str(real_error) == str(fake_error) == "Not Supported"
+    assert real_error.value == fake_error.value
+
+
+def test_without_a_driver_the_real_bindings_fail_the_way_the_fake_does() -> None:
+    """On this machine (no libnvidia-ml.so.1) the installed pynvml raises LIBRARY_NOT_FOUND from
+    nvmlInit, which the source must treat as 'no GPU'."""
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as error:
+        assert error.value in (pynvml.NVML_ERROR_LIBRARY_NOT_FOUND,
+                               pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+    else:  # a real GPU node: nothing to compare, but do not leave NVML open
+        pynvml.nvmlShutdown()
+        pytest.skip("this machine has an NVIDIA driver")
+    assert gpu.GpuSource(nvml=pynvml).read() is None
