@@ -1,0 +1,286 @@
+"""The ingest batch (docs/api.md "Ingest"), as pydantic models validated straight from the body bytes.
+
+Strict everywhere: JSON strings are never coerced to numbers, counts must be integers, every number
+is finite and >= 0, and unknown keys are refused so a collector typo never silently drops a metric.
+`null` means "no data" and is kept as NULL, never turned into 0.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# Bigint columns hold the integers; anything larger could not be stored.
+BIGINT_MAX = 2**63 - 1
+# Integer columns (oom_kills, restarts).
+INT_MAX = 2**31 - 1
+# A batch may say its interval ends a little in the future: collector and server clocks drift.
+MAX_FUTURE = timedelta(minutes=5)
+MAX_PODS = 1000
+MAX_CONTAINERS = 100
+MAX_LABELS = 256
+MAX_WARNINGS = 100
+
+Float = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Bytes = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
+Count = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
+SmallCount = Annotated[int, Field(ge=0, le=INT_MAX)]
+Percent = Annotated[float, Field(ge=0, le=100 * 64, allow_inf_nan=False)]  # one value per GPU summed
+Interval = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1, max_length=253)]
+OptName = Annotated[str, Field(max_length=253)]
+LabelKey = Annotated[str, Field(min_length=1, max_length=317)]  # <prefix of 253>/<name of 63>
+LabelValue = Annotated[str, Field(max_length=253)]
+Text = Annotated[str, Field(max_length=1000)]
+
+# RFC 3339 allows "T", "t" or a space between date and time; pydantic also takes "_" and dates alone.
+_RFC3339_SEPARATOR = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class PressureAndGpu(_Strict):
+    psi_cpu_some_seconds: Float | None = None
+    psi_memory_some_seconds: Float | None = None
+    psi_memory_full_seconds: Float | None = None
+    psi_io_some_seconds: Float | None = None
+    psi_io_full_seconds: Float | None = None
+    gpu_utilization_percent: Percent | None = None
+    gpu_memory_bytes: Bytes | None = None
+
+
+class NetworkCounters(_Strict):
+    net_rx_packets: Count | None = None
+    net_tx_packets: Count | None = None
+    net_rx_errors: Count | None = None
+    net_tx_errors: Count | None = None
+    net_rx_dropped: Count | None = None
+    net_tx_dropped: Count | None = None
+
+
+class IngestNodeUsage(PressureAndGpu, NetworkCounters):
+    # Required keys; null = no data.
+    cpu_seconds: Float | None
+    cpu_capacity_cores: Float | None
+    memory_working_set_bytes: Bytes | None
+    memory_total_bytes: Bytes | None
+    memory_available_bytes: Bytes | None
+    disk_read_bytes: Bytes | None
+    disk_write_bytes: Bytes | None
+    net_rx_bytes: Bytes | None
+    net_tx_bytes: Bytes | None
+    fs_used_bytes: Bytes | None
+    fs_capacity_bytes: Bytes | None
+    # Optional.
+    memory_rss_bytes: Bytes | None = None
+    memory_cache_bytes: Bytes | None = None
+    disk_read_ops: Count | None = None
+    disk_write_ops: Count | None = None
+
+
+class Throttling(_Strict):
+    cpu_throttled_seconds: Float | None = None
+    cpu_throttled_periods: Count | None = None
+    cpu_periods: Count | None = None
+    oom_kills: SmallCount | None = None
+
+
+class IngestContainer(PressureAndGpu, Throttling):
+    name: Name
+    id: Annotated[str, Field(max_length=128)]
+    image: Annotated[str, Field(max_length=512)]
+    cpu_seconds: Float | None
+    memory_working_set_bytes: Bytes | None
+    disk_read_bytes: Bytes | None
+    disk_write_bytes: Bytes | None
+    interval_seconds: Interval | None = None
+    memory_rss_bytes: Bytes | None = None
+    memory_cache_bytes: Bytes | None = None
+    disk_read_ops: Count | None = None
+    disk_write_ops: Count | None = None
+    cpu_limit_cores: Float | None = None
+    memory_limit_bytes: Bytes | None = None
+    restarts: SmallCount | None = None
+
+
+class IngestPod(PressureAndGpu, NetworkCounters, Throttling):
+    uid: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Name
+    namespace: Name
+    owner_kind: Annotated[str, Field(max_length=63)] | None
+    owner_name: OptName | None
+    deployment: Name | None
+    qos: Literal["Guaranteed", "Burstable", "BestEffort"] | None
+    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
+    cpu_seconds: Float | None
+    memory_working_set_bytes: Bytes | None
+    disk_read_bytes: Bytes | None
+    disk_write_bytes: Bytes | None
+    net_rx_bytes: Bytes | None
+    net_tx_bytes: Bytes | None
+    cpu_limit_cores: Float | None
+    memory_limit_bytes: Bytes | None
+    containers: Annotated[list[IngestContainer], Field(max_length=MAX_CONTAINERS)]
+    interval_seconds: Interval | None = None
+    # Says why net_* is null; nothing is stored for it.
+    host_network: bool | None = None
+    memory_rss_bytes: Bytes | None = None
+    memory_cache_bytes: Bytes | None = None
+    fs_used_bytes: Bytes | None = None
+    disk_read_ops: Count | None = None
+    disk_write_ops: Count | None = None
+
+
+class IngestSourceStatus(_Strict):
+    ok: bool
+    seconds: Float | None = None
+    error: Text | None = None
+
+
+class IngestCollectorInfo(_Strict):
+    version: Annotated[str, Field(max_length=64)] | None = None
+    cgroup_version: Literal[1, 2] | None = None
+    cgroup_driver: Literal["cgroupfs", "systemd"] | None = None
+    cycle_cpu_seconds: Float | None = None
+    sources: Annotated[
+        dict[Annotated[str, Field(min_length=1, max_length=64)], IngestSourceStatus], Field(max_length=64)
+    ] | None = None
+
+
+class IngestBatch(_Strict):
+    node: Name
+    # End of the interval; stored rows carry its start (time - interval_seconds).
+    time: Annotated[datetime, Field(strict=False)]
+    interval_seconds: Interval
+    node_usage: IngestNodeUsage
+    pods: Annotated[list[IngestPod], Field(max_length=MAX_PODS)]
+    collector: IngestCollectorInfo | None = None
+    warnings: Annotated[list[Text], Field(max_length=MAX_WARNINGS)] | None = None
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        # Lax datetime parsing would also take numbers (UNIX times); the contract says RFC 3339.
+        if not isinstance(value, str) or not _RFC3339_SEPARATOR.match(value):
+            raise ValueError("Expected an RFC 3339 date-time such as 2026-11-22T22:40:10Z")
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("The time needs an offset, e.g. Z or +00:00")
+        return value
+
+
+class BatchInvalid(Exception):
+    """Raised with `errors`: {field path: [messages]}, the body of the 400 answer."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+# Models whose dict-valued fields have free keys: those keys are shown quoted in error paths.
+_MAPPING_FIELDS = {"labels", "sources"}
+
+_MESSAGES = {
+    "extra_forbidden": "Unknown field.",
+    "missing": "This field is required (use null for no data).",
+    "json_invalid": "Malformed JSON: {error}.",
+    "model_type": "Expected a JSON object.",
+    "model_attributes_type": "Expected a JSON object.",
+    "dict_type": "Expected a JSON object.",
+    "list_type": "Expected a JSON array.",
+    "finite_number": "Expected a finite number (NaN and infinity are not allowed).",
+    "int_type": "Expected an integer.",
+    "float_type": "Expected a number.",
+    "string_type": "Expected a string.",
+    "bool_type": "Expected true or false.",
+    "timezone_aware": "The time needs an offset, e.g. Z or +00:00.",
+}
+
+
+def error_path(loc: tuple[int | str, ...]) -> str:
+    """('pods', 3, 'containers', 0, 'foo') -> 'pods[3].containers[0].foo'."""
+    path = ""
+    previous: int | str | None = None
+    for part in loc:
+        if part == "[key]":
+            path += "(key)"
+        elif isinstance(part, int):
+            path += f"[{part}]"
+        elif previous in _MAPPING_FIELDS:
+            path += f"[{_quote(part)}]"
+        else:
+            path += f".{part}" if path else part
+        previous = part
+    return path or "body"
+
+
+def _quote(key: str) -> str:
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _message(error: Any) -> str:
+    template = _MESSAGES.get(error["type"])
+    if template is not None:
+        try:
+            return template.format(**error.get("ctx", {}))
+        except (KeyError, IndexError):
+            return template
+    message: str = error["msg"]
+    message = message.removeprefix("Value error, ")
+    return message if message.endswith(".") else message + "."
+
+
+def errors_from(exc: ValidationError) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        errors.setdefault(error_path(error["loc"]), []).append(_message(error))
+    return errors
+
+
+def check_batch(batch: IngestBatch, now: datetime, raw_retention: timedelta) -> dict[str, list[str]]:
+    """Rules pydantic cannot express per field: the time window and unique pods and containers."""
+    errors: dict[str, list[str]] = {}
+    if batch.time > now + MAX_FUTURE:
+        errors["time"] = [
+            f"The time is more than {int(MAX_FUTURE.total_seconds() // 60)} minutes ahead of the "
+            f"server's clock ({now.isoformat()}); check the node's clock."
+        ]
+    elif batch.time < now - raw_retention:
+        errors["time"] = [
+            f"The time is older than the raw retention ({raw_retention.days} days); it would be "
+            "deleted at once."
+        ]
+    seen_uids: dict[str, int] = {}
+    for i, pod in enumerate(batch.pods):
+        first = seen_uids.setdefault(pod.uid, i)
+        if first != i:
+            errors[f"pods[{i}].uid"] = [f"Duplicate pod uid; pods[{first}] has the same uid."]
+        names: dict[str, int] = {}
+        for j, container in enumerate(pod.containers):
+            first_c = names.setdefault(container.name, j)
+            if first_c != j:
+                errors[f"pods[{i}].containers[{j}].name"] = [
+                    f"Duplicate container name; containers[{first_c}] has the same name."
+                ]
+    return errors
+
+
+def parse_batch(body: bytes, now: datetime, raw_retention: timedelta) -> IngestBatch:
+    """Validate a request body; raises BatchInvalid naming every bad field."""
+    try:
+        batch = IngestBatch.model_validate_json(body)
+    except ValidationError as exc:
+        raise BatchInvalid(errors_from(exc)) from None
+    errors = check_batch(batch, now, raw_retention)
+    if errors:
+        raise BatchInvalid(errors)
+    return batch

@@ -1,0 +1,174 @@
+"""POST /api/ingest/ (docs/api.md "Ingest").
+
+A DRF APIView for token authentication, permissions and the schema, but the body bypasses DRF's
+parsers: it is read with a hard size bound, gunzipped with a bound on the output (a zip bomb stops
+at INGEST_MAX_BODY_BYTES), and validated by pydantic straight from the bytes. Every answer about
+bad input is a 4xx naming the field.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from django.conf import settings
+from django.http import JsonResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from metrics.auth import ApiTokenAuthentication, HasIngestScope
+from metrics.ingest import writer
+from metrics.ingest.schema import BatchInvalid, IngestBatch, parse_batch
+
+# Clocks further ahead than this get an X-Kubemonitor-Clock-Skew warning header.
+SKEW_WARNING_SECONDS = 10.0
+
+
+def _error(status: int, field: str, message: str) -> JsonResponse:
+    return JsonResponse({"errors": {field: [message]}}, status=status)
+
+
+class _BodyError(Exception):
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.response = _error(status, field, message)
+
+
+def read_body(request: Request, limit: int) -> bytes:
+    """The request body, gunzipped if need be, never more than `limit` bytes in or out."""
+    meta = request.META
+    media_type = meta.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise _BodyError(415, "Content-Type", "Send the batch as application/json.")
+    encoding = meta.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        raise _BodyError(415, "Content-Encoding", "Only gzip (or no encoding) is accepted.")
+    try:
+        length = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise _BodyError(400, "Content-Length", "Not a number.") from None
+    if length > limit:
+        raise _BodyError(413, "body", f"The body is larger than {limit} bytes.")
+    # Django's own read (not request.body) so that DATA_UPLOAD_MAX_MEMORY_SIZE does not apply:
+    # INGEST_MAX_BODY_BYTES is the limit here.
+    raw = request._request.read(limit + 1)
+    if len(raw) > limit:
+        raise _BodyError(413, "body", f"The body is larger than {limit} bytes.")
+    if encoding != "gzip":
+        return raw
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise _BodyError(400, "body", f"Malformed gzip data: {exc}.") from None
+    if len(body) > limit or inflater.unconsumed_tail:
+        raise _BodyError(413, "body", f"The body is larger than {limit} bytes once decompressed.")
+    if not inflater.eof:
+        raise _BodyError(400, "body", "Truncated gzip data.")
+    if inflater.unused_data:
+        raise _BodyError(400, "body", "Unexpected data after the gzip stream.")
+    return body
+
+
+_Stored = inline_serializer(
+    "IngestStored",
+    {
+        "stored": serializers.BooleanField(),
+        "pods": serializers.IntegerField(),
+        "containers": serializers.IntegerField(),
+    },
+)
+_Duplicate = inline_serializer(
+    "IngestDuplicate",
+    {"stored": serializers.BooleanField(), "duplicate": serializers.BooleanField()},
+)
+_Errors = inline_serializer(
+    "IngestErrors",
+    {"errors": serializers.DictField(child=serializers.ListField(child=serializers.CharField()))},
+)
+
+
+class IngestView(APIView):
+    authentication_classes = [ApiTokenAuthentication]
+    permission_classes = [HasIngestScope]
+    renderer_classes = [JSONRenderer]
+    parser_classes: list[Any] = []  # the body is read by read_body, never by DRF
+    throttle_classes: list[Any] = []
+
+    @extend_schema(
+        operation_id="ingest_batch",
+        summary="Store one collector batch (one node, one interval)",
+        description=(
+            "One JSON batch per node per interval; `time` is the END of the interval. Send "
+            "`Content-Encoding: gzip` to compress. The whole batch is stored or nothing is; a "
+            "batch whose (node, time) was stored before is a retry and stores nothing (200). "
+            "Unknown keys are refused. Errors name each bad field by its path, e.g. "
+            "`pods[3].containers[0].foo`. See docs/api.md."
+        ),
+        tags=["ingest"],
+        request={"application/json": IngestBatch},
+        responses={
+            201: OpenApiResponse(_Stored, description="Stored."),
+            200: OpenApiResponse(_Duplicate, description="Already stored (a retried batch); nothing written."),
+            400: OpenApiResponse(_Errors, description="Malformed JSON or gzip, or invalid fields (named)."),
+            401: OpenApiResponse(description="No token, or an unknown or revoked one."),
+            403: OpenApiResponse(description="The token lacks the ingest scope."),
+            413: OpenApiResponse(_Errors, description="Body larger than INGEST_MAX_BODY_BYTES (before or after gunzip)."),
+            415: OpenApiResponse(_Errors, description="Not application/json, or an encoding other than gzip."),
+        },
+        examples=[
+            OpenApiExample(
+                "Stored",
+                value={"stored": True, "pods": 110, "containers": 237},
+                response_only=True,
+                status_codes=["201"],
+            ),
+            OpenApiExample(
+                "Invalid",
+                value={"errors": {"pods[3].containers[0].foo": ["Unknown field."]}},
+                response_only=True,
+                status_codes=["400"],
+            ),
+        ],
+    )
+    def post(self, request: Request) -> JsonResponse:
+        received = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        try:
+            body = read_body(request, settings.INGEST_MAX_BODY_BYTES)
+        except _BodyError as exc:
+            return exc.response
+        if not body:
+            return _error(400, "body", "The request body is empty.")
+        t1 = time.perf_counter()
+        try:
+            batch = parse_batch(body, received, timedelta(days=settings.RETENTION_RAW_DAYS))
+        except BatchInvalid as exc:
+            return JsonResponse({"errors": exc.errors}, status=400)
+        t2 = time.perf_counter()
+        try:
+            stored = writer.store(batch, received=received, clock=time.perf_counter)
+        except writer.SampleConflict as exc:
+            return JsonResponse({"errors": exc.errors}, status=400)
+        t3 = time.perf_counter()
+
+        if stored.duplicate:
+            response = JsonResponse({"stored": False, "duplicate": True}, status=200)
+        else:
+            response = JsonResponse(
+                {"stored": True, "pods": stored.pods, "containers": stored.containers}, status=201
+            )
+        skew = (batch.time - received).total_seconds()
+        if skew > SKEW_WARNING_SECONDS:
+            response["X-Kubemonitor-Clock-Skew"] = (
+                f"{skew:.1f}s; the node's clock is ahead of the server's, check its NTP"
+            )
+        # Where the time went, for bench/ingest.py and anyone looking at a slow collector.
+        timings = {"read": t1 - t0, "validate": t2 - t1, **stored.timings, "write": t3 - t2}
+        response["Server-Timing"] = ", ".join(f"{k};dur={v * 1000:.3f}" for k, v in timings.items())
+        return response
