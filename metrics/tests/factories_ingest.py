@@ -206,3 +206,13 @@ def batch(node: str = "worker-1", end: datetime | None = None, pods: int = 110, 
         now = datetime.now(timezone.utc)
         end = now.replace(second=now.second - now.second % 10, microsecond=0)
     return NodeBatches(node, pods=pods, **kwargs).batch(end)
+
+
+def tick(seconds_ago: float = 0, interval: float = 10) -> datetime:
+    """A collection tick (multiple of `interval`) about `seconds_ago` before now, as collectors align."""
+    now = datetime.now(timezone.utc).timestamp() - seconds_ago
+    return datetime.fromtimestamp(now - now % interval, tz=timezone.utc)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

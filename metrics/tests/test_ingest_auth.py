@@ -1,0 +1,78 @@
+"""Who may POST /api/ingest/: only live tokens with the ingest scope."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from metrics.models import ApiToken, NodeSample
+from metrics.tests.factories_ingest import NodeBatches, tick
+from metrics.tests.ingest_helpers import _fresh_inventory_cache, ingest_token, post  # noqa: F401
+from metrics.tokens import create_token
+
+pytestmark = pytest.mark.django_db
+
+
+def batch():
+    return NodeBatches("worker-1", pods=2, seed=1).batch(tick(30))
+
+
+def test_no_token_gets_401(client):
+    response = post(client, None, batch())
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+    assert NodeSample.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer km_000000000000_wrong", "Bearer not-a-token", "Bearer ", "Bearer km__x"],
+)
+def test_a_bad_token_gets_401(client, header):
+    create_token("real")
+
+    response = post(client, None, batch(), HTTP_AUTHORIZATION=header)
+
+    assert response.status_code == 401
+    assert NodeSample.objects.count() == 0
+
+
+def test_a_wrong_secret_for_a_real_prefix_gets_401(client, ingest_token):
+    _, prefix, _secret = ingest_token.split("_", 2)
+
+    response = post(client, None, batch(), HTTP_AUTHORIZATION=f"Bearer km_{prefix}_guessed")
+
+    assert response.status_code == 401
+
+
+def test_a_revoked_token_gets_401(client, ingest_token):
+    ApiToken.objects.update(revoked=timezone.now())
+
+    response = post(client, ingest_token, batch())
+
+    assert response.status_code == 401
+    assert NodeSample.objects.count() == 0
+
+
+def test_a_read_token_gets_403(client):
+    _, read_token = create_token("reader", ApiToken.Scope.READ)
+
+    response = post(client, read_token, batch())
+
+    assert response.status_code == 403
+    assert NodeSample.objects.count() == 0
+
+
+def test_auth_is_checked_before_the_body(client):
+    # An anonymous client learns nothing about what the endpoint would accept.
+    response = post(client, None, b"{", content_type="text/plain")
+
+    assert response.status_code == 401
+
+
+def test_an_ingest_token_stores_and_marks_itself_used(client, ingest_token):
+    response = post(client, ingest_token, batch())
+
+    assert response.status_code == 201
+    assert ApiToken.objects.get().last_used is not None
