@@ -1,0 +1,364 @@
+"""Keeping the rollups fresh: watermark, late-data invalidations, refresh.
+
+Tiers `apache` and `plain` keep the rollups in tables (`metrics_rollup_*_mat`, see
+metrics/rollup_schema.py) read through views that add the newest raw data on the fly. State lives
+in the one-row table metrics_rollup_state:
+
+* `materialized_1m` / `materialized_1h`: every bucket before it is in the *_mat table; the views
+  aggregate raw samples (1m) or 1m rows (1h) from there on, so reads always include the newest data.
+* `invalidation_threshold`: ingest logs a late range (samples starting before it) in
+  metrics_rollup_invalidation; the next refresh recomputes exactly the 1m buckets of those ranges,
+  then the 1h buckets containing them. A recompute deletes and re-inserts whole buckets from raw,
+  so nothing is ever counted twice.
+
+The race between an ingest transaction and a refresh is closed with an advisory lock: ingest
+holds it shared (record_ingested_range) until it commits; the refresh takes it exclusively only to
+move the threshold, in a transaction of its own, and then reads raw data. So every ingest either
+committed before the refresh read the raw rows, or saw the new threshold and logged its range.
+
+Tier `tsl` uses continuous aggregates: TimescaleDB tracks invalidations and its policies refresh;
+refresh() there calls refresh_continuous_aggregate for the recent window (or --since) so tests and
+operators can force freshness.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.utils import timezone
+
+from metrics import backend
+from metrics.rollup_schema import (
+    ENTITY,
+    INVALIDATION_TABLE,
+    RESOLUTIONS,
+    STATE_TABLE,
+    column_list,
+    select_from_finer,
+    select_from_raw,
+)
+
+logger = logging.getLogger(__name__)
+
+# The newest minute is left to the views' live part: samples for it are still arriving.
+END_OFFSET = timedelta(minutes=1)
+# The materialized range advances in slices, one transaction each, so a first refresh of a week
+# of data neither holds one huge transaction nor loses all its work if interrupted.
+SLICE = timedelta(hours=6)
+# Advisory lock keys (arbitrary, fixed): one refresher at a time; ingest vs threshold move.
+REFRESH_LOCK = 0x6B6D_0001
+INGEST_LOCK = 0x6B6D_0002
+
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+
+
+def floor_to(moment: datetime, width: timedelta) -> datetime:
+    epoch = datetime(2000, 1, 1, tzinfo=moment.tzinfo or timezone.utc)
+    return moment - (moment - epoch) % width
+
+
+def ceil_to(moment: datetime, width: timedelta) -> datetime:
+    floored = floor_to(moment, width)
+    return floored if floored == moment else floored + width
+
+
+def _cursor_of(cursor_or_connection: Any) -> tuple[Any, str]:
+    if cursor_or_connection is None:
+        return connections[DEFAULT_DB_ALIAS].cursor(), DEFAULT_DB_ALIAS
+    if hasattr(cursor_or_connection, "execute"):
+        db = getattr(cursor_or_connection, "db", None)
+        return cursor_or_connection, getattr(db, "alias", DEFAULT_DB_ALIAS)
+    return cursor_or_connection.cursor(), getattr(cursor_or_connection, "alias", DEFAULT_DB_ALIAS)
+
+
+def record_ingested_range(cursor_or_connection: Any, start: datetime, end: datetime) -> None:
+    """Tell the rollups that samples whose interval starts lie in [start, end) were written.
+
+    Call it inside the ingest transaction (before or after writing the samples). When the range
+    starts before the invalidation threshold it is logged so the next refresh recomputes those
+    buckets; otherwise it costs one lock and one indexed read. No-op in tier tsl, where
+    TimescaleDB tracks invalidations itself.
+    """
+    cursor, alias = _cursor_of(cursor_or_connection)
+    tier = backend.storage_tier(alias)
+    if tier in (None, "tsl"):
+        return
+    # Two statements on purpose: the threshold must be read with a snapshot taken after the lock
+    # is granted, or a refresh that moved it while we waited would go unseen.
+    cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [INGEST_LOCK])
+    cursor.execute(
+        f"INSERT INTO {INVALIDATION_TABLE} (start_time, end_time) "
+        f"SELECT %s, %s FROM {STATE_TABLE} WHERE id = 1 AND invalidation_threshold > %s",
+        [start, max(start, end), start],
+    )
+
+
+@dataclass
+class RefreshResult:
+    tier: str
+    seconds: float = 0.0
+    materialized_1m: tuple[datetime | None, datetime | None] = (None, None)
+    materialized_1h: tuple[datetime | None, datetime | None] = (None, None)
+    recomputed: list[tuple[datetime, datetime]] = field(default_factory=list)
+    rows_1m: int = 0
+    rows_1h: int = 0
+    skipped: str | None = None
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"tier={self.tier} skipped: {self.skipped}"
+        parts = [f"tier={self.tier}"]
+        a, b = self.materialized_1m
+        parts.append(f"1m {_fmt(a)} -> {_fmt(b)}")
+        a, b = self.materialized_1h
+        parts.append(f"1h {_fmt(a)} -> {_fmt(b)}")
+        if self.recomputed:
+            spans = ", ".join(f"{_fmt(s)}..{_fmt(e)}" for s, e in self.recomputed[:5])
+            more = f" (+{len(self.recomputed) - 5} more)" if len(self.recomputed) > 5 else ""
+            parts.append(f"recomputed {len(self.recomputed)} range(s) {spans}{more}")
+        if self.tier != "tsl":
+            parts.append(f"rows 1m={self.rows_1m} 1h={self.rows_1h}")
+        parts.append(f"in {self.seconds:.3f} s")
+        return " ".join(parts)
+
+
+def _fmt(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+
+
+def refresh(
+    *, now: datetime | None = None, since: datetime | None = None, using: str = DEFAULT_DB_ALIAS
+) -> RefreshResult:
+    """Bring the rollups up to `now - END_OFFSET`, recomputing invalidated (and `since`) ranges."""
+    started = time.monotonic()
+    tier = backend.storage_tier(using)
+    if tier is None:
+        raise RuntimeError("The metrics migrations have not run; run `manage.py migrate` first.")
+    now = now or timezone.now()
+    connection = connections[using]
+    if connection.in_atomic_block:
+        raise RuntimeError("refresh() commits as it goes; call it outside a transaction.")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [REFRESH_LOCK])
+        if not cursor.fetchone()[0]:
+            return RefreshResult(tier=tier, skipped="another refresh is running")
+        try:
+            if tier == "tsl":
+                result = _refresh_tsl(cursor, now, since)
+            else:
+                result = _refresh_tables(connection, tier, now, since)
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [REFRESH_LOCK])
+    result.seconds = time.monotonic() - started
+    return result
+
+
+# --- tier tsl ----------------------------------------------------------------------------------
+
+def _refresh_tsl(cursor: Any, now: datetime, since: datetime | None) -> RefreshResult:
+    end = floor_to(now - END_OFFSET, MINUTE)
+    # Stay inside raw retention: refreshing a range whose raw chunks were dropped empties it.
+    oldest = floor_to(now - timedelta(days=settings.RETENTION_RAW_DAYS) + HOUR, HOUR)
+    start = max(since, oldest) if since else max(end - timedelta(days=1), oldest)
+    start = floor_to(start, MINUTE)
+    result = RefreshResult(tier="tsl", materialized_1m=(start, end))
+    windows = {"1m": (start, end), "1h": (floor_to(start, HOUR), floor_to(end, HOUR))}
+    result.materialized_1h = windows["1h"]
+    for resolution in ("1m", "1h"):  # 1h is built on 1m: refresh the finer level first
+        lo, hi = windows[resolution]
+        if hi <= lo:
+            continue
+        for entity in ENTITY.values():
+            cursor.execute(
+                "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)",
+                [entity.relation(resolution), lo, hi],
+            )
+    if since:
+        result.recomputed.append((start, end))
+    return result
+
+
+# --- tiers apache / plain ----------------------------------------------------------------------
+
+def _merge(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _rebuild_1m(cursor: Any, tier: str, lo: datetime, hi: datetime) -> int:
+    """Replace the 1m buckets in [lo, hi) of every entity, from raw samples."""
+    rows = 0
+    for name in ("node", "pod"):
+        entity = ENTITY[name]
+        mat = f"{entity.relation('1m')}_mat"
+        cursor.execute(f"DELETE FROM {mat} WHERE bucket >= %s AND bucket < %s", [lo, hi])
+        cursor.execute(
+            f"INSERT INTO {mat} ({column_list(entity)}) "
+            + select_from_raw(tier, entity, "1m", where='"time" >= %s AND "time" < %s'),
+            [lo, hi],
+        )
+        rows += cursor.rowcount
+    # Namespaces and Deployments are sums of their pods: cheaper from the fresh pod rows.
+    pod_mat = f"{ENTITY['pod'].relation('1m')}_mat"
+    for name in ("namespace", "deployment"):
+        entity = ENTITY[name]
+        mat = f"{entity.relation('1m')}_mat"
+        where = "bucket >= %s AND bucket < %s" + (f" AND {entity.where}" if entity.where else "")
+        cursor.execute(f"DELETE FROM {mat} WHERE bucket >= %s AND bucket < %s", [lo, hi])
+        cursor.execute(
+            f"INSERT INTO {mat} ({column_list(entity)}) "
+            + select_from_finer(tier, entity, "1m", pod_mat, where=where),
+            [lo, hi],
+        )
+        rows += cursor.rowcount
+    return rows
+
+
+def _rebuild_1h(cursor: Any, tier: str, lo: datetime, hi: datetime) -> int:
+    """Replace the 1h buckets in [lo, hi) of every entity, from the materialized 1m rows."""
+    rows = 0
+    for entity in ENTITY.values():
+        mat = f"{entity.relation('1h')}_mat"
+        source = f"{entity.relation('1m')}_mat"
+        cursor.execute(f"DELETE FROM {mat} WHERE bucket >= %s AND bucket < %s", [lo, hi])
+        cursor.execute(
+            f"INSERT INTO {mat} ({column_list(entity)}) "
+            + select_from_finer(tier, entity, "1h", source, where="bucket >= %s AND bucket < %s"),
+            [lo, hi],
+        )
+        rows += cursor.rowcount
+    return rows
+
+
+def _read_state(cursor: Any, lock: bool = False) -> tuple[datetime | None, datetime | None, datetime | None]:
+    cursor.execute(
+        f"SELECT invalidation_threshold, materialized_1m, materialized_1h FROM {STATE_TABLE} "
+        "WHERE id = 1" + (" FOR UPDATE" if lock else "")
+    )
+    return cursor.fetchone()
+
+
+def _oldest_raw(cursor: Any) -> datetime | None:
+    cursor.execute(
+        'SELECT least((SELECT min("time") FROM metrics_podsample), '
+        '(SELECT min("time") FROM metrics_nodesample))'
+    )
+    return cursor.fetchone()[0]
+
+
+def _refresh_tables(connection: Any, tier: str, now: datetime, since: datetime | None) -> RefreshResult:
+    result = RefreshResult(tier=tier)
+    target = floor_to(now - END_OFFSET, MINUTE)
+    raw_floor = floor_to(now - timedelta(days=settings.RETENTION_RAW_DAYS), MINUTE)
+
+    # 1. Move the invalidation threshold, alone in a short transaction: from its commit on,
+    #    every ingest logs samples older than it. Waits only for in-flight ingest transactions.
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INGEST_LOCK])
+        threshold, m1m, m1h = _read_state(cursor, lock=True)
+        if m1m is None:
+            oldest = _oldest_raw(cursor)
+            m1m = floor_to(oldest, MINUTE) if oldest else target
+            m1m = min(m1m, target)
+            m1h = floor_to(m1m, HOUR)
+        threshold = max(threshold or target, target)
+        cursor.execute(
+            f"UPDATE {STATE_TABLE} SET invalidation_threshold = %s, materialized_1m = %s, "
+            "materialized_1h = %s WHERE id = 1",
+            [threshold, m1m, m1h],
+        )
+    result.materialized_1m = (m1m, m1m)
+    result.materialized_1h = (m1h, m1h)
+
+    # 2. Recompute invalidated ranges (late data) and the forced range, below materialized_1m.
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {INVALIDATION_TABLE} RETURNING start_time, end_time")
+        wanted = [
+            (floor_to(lo, MINUTE), ceil_to(hi if hi > lo else lo + timedelta(microseconds=1), MINUTE))
+            for lo, hi in cursor.fetchall()
+        ]
+        if since is not None:
+            wanted.append((floor_to(since, MINUTE), m1m))
+        ranges = []
+        for lo, hi in _merge(wanted):
+            lo, hi = max(lo, raw_floor), min(hi, m1m)
+            if lo < hi:
+                ranges.append((lo, hi))
+        hours = []
+        for lo, hi in ranges:
+            result.rows_1m += _rebuild_1m(cursor, tier, lo, hi)
+            hours.append((floor_to(lo, HOUR), ceil_to(hi, HOUR)))
+        for lo, hi in _merge(hours):
+            hi = min(hi, m1h)
+            if lo < hi:
+                result.rows_1h += _rebuild_1h(cursor, tier, lo, hi)
+        result.recomputed = ranges
+
+    # 3. Advance the materialized 1m range to the threshold, a slice per transaction.
+    while m1m < threshold:
+        upto = min(threshold, m1m + SLICE)
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            result.rows_1m += _rebuild_1m(cursor, tier, m1m, upto)
+            cursor.execute(
+                f"UPDATE {STATE_TABLE} SET materialized_1m = %s WHERE id = 1", [upto]
+            )
+        m1m = upto
+    result.materialized_1m = (result.materialized_1m[0], m1m)
+
+    # 4. Advance the 1h range over the complete hours now in the 1m tables.
+    hour_target = floor_to(m1m, HOUR)
+    while m1h < hour_target:
+        upto = min(hour_target, m1h + SLICE)
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            result.rows_1h += _rebuild_1h(cursor, tier, m1h, upto)
+            cursor.execute(
+                f"UPDATE {STATE_TABLE} SET materialized_1h = %s WHERE id = 1", [upto]
+            )
+        m1h = upto
+    result.materialized_1h = (result.materialized_1h[0], m1h)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {STATE_TABLE} SET refreshed_at = %s WHERE id = 1", [now])
+    return result
+
+
+def state(using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
+    """Where the rollups stand (tiers apache / plain; tsl reports the aggregates' watermarks)."""
+    tier = backend.storage_tier(using)
+    with connections[using].cursor() as cursor:
+        if tier == "tsl":
+            marks = {}
+            for resolution in RESOLUTIONS:
+                relation = ENTITY["pod"].relation(resolution)
+                cursor.execute(
+                    "SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id)) "
+                    "FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = %s",
+                    [relation],
+                )
+                row = cursor.fetchone()
+                marks[f"materialized_{resolution}"] = row[0] if row else None
+            return {"tier": tier, **marks}
+        cursor.execute(
+            f"SELECT invalidation_threshold, materialized_1m, materialized_1h, refreshed_at, "
+            f"(SELECT count(*) FROM {INVALIDATION_TABLE}) FROM {STATE_TABLE} WHERE id = 1"
+        )
+        threshold, m1m, m1h, refreshed_at, pending = cursor.fetchone()
+        return {
+            "tier": tier,
+            "invalidation_threshold": threshold,
+            "materialized_1m": m1m,
+            "materialized_1h": m1h,
+            "refreshed_at": refreshed_at,
+            "pending_invalidations": pending,
+        }
