@@ -25,12 +25,13 @@ No library, no driver or no device is "no GPU data" (one debug line), never an e
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterable
+
+from collector.paths import Roots
+from collector.sources.cgroups import container_for_pid
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,6 @@ _NO_GPU_CODES = frozenset(
     {NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_LIBRARY_NOT_FOUND, NVML_ERROR_NOT_FOUND,
      NVML_ERROR_NO_PERMISSION}
 )
-
-# A container id as runtimes write it in cgroup paths (cAdvisor uses the same pattern).
-_CONTAINER_ID = re.compile(r"([0-9a-f]{64})")
-# A pod cgroup: "pod<uid>" (cgroupfs) or "-pod<uid_with_underscores>.slice" (systemd). Static
-# (mirror) pods have a 32-hex uid without dashes.
-_POD_UID = re.compile(
-    r"(?:^|[/-])pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
-    r"|[0-9a-f]{32})(?:\.slice)?(?=[/:]|$)"
-)
-
 
 @dataclass(frozen=True)
 class GpuDevice:
@@ -102,35 +93,10 @@ class GpuReading:
     containers: dict[tuple[str, str], GpuUsage] = field(default_factory=dict)
 
 
-def parse_pod_container(cgroup_text: str) -> tuple[str | None, str | None]:
-    """(pod uid, container id) from the text of /proc/<pid>/cgroup; (None, None) outside pods.
-
-    Works for v1 ("4:memory:/kubepods/...") and v2 ("0::/kubepods.slice/...") lines, both
-    kubelet cgroup drivers and containerd / CRI-O / Docker leaf names. The systemd driver
-    writes the uid with underscores; it is returned with dashes, as the API server has it.
-    """
-    for line in cgroup_text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3 or "kubepods" not in parts[2]:
-            continue
-        path = parts[2]
-        pod = _POD_UID.search(path)
-        if pod is None:
-            continue
-        uid = pod.group(1).replace("_", "-")
-        rest = path[pod.end():]
-        container = _CONTAINER_ID.search(rest)
-        return uid, container.group(1) if container else None
-    return None, None
-
-
-def pod_container_for_pid(proc_root: str | Path, pid: int) -> tuple[str | None, str | None]:
-    """Read <proc>/<pid>/cgroup; a process that exited meanwhile is simply in no pod."""
-    try:
-        text = (Path(proc_root) / str(pid) / "cgroup").read_text()
-    except OSError:
-        return None, None
-    return parse_pod_container(text)
+def pod_container_for_pid(roots: Roots, pid: int) -> tuple[str | None, str | None]:
+    """(pod uid, container id) of a process from <proc>/<pid>/cgroup; (None, None) for the host's
+    processes and for one that exited meanwhile."""
+    return container_for_pid(roots, pid) or (None, None)
 
 
 def load_nvml() -> ModuleType | None:
@@ -148,15 +114,15 @@ class GpuSource:
 
     def __init__(
         self,
-        proc_root: str | Path = "/proc",
+        roots: Roots | None = None,
         nvml: ModuleType | Any | None = None,
         pid_mapper: Callable[[int], tuple[str | None, str | None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._nvml = nvml
         self._nvml_loaded = nvml is not None
-        self._proc_root = proc_root
-        self._pid_mapper = pid_mapper or (lambda pid: pod_container_for_pid(proc_root, pid))
+        roots = roots or Roots()
+        self._pid_mapper = pid_mapper or (lambda pid: pod_container_for_pid(roots, pid))
         self._clock = clock
         self._last_seen_us: dict[str, int] = {}
         # Said once per reason at debug level, so a GPU-less node logs nothing at info.

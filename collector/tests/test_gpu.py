@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.paths import Roots
 from collector.sources import gpu
 from collector.tests import fake_nvml
 from collector.tests.fake_nvml import FakeDevice, FakeNvml
@@ -45,7 +46,7 @@ T0 = 1_795_000_000_000_000  # µs since the epoch, as NVML timestamps are
 
 
 @pytest.fixture
-def proc_root(tmp_path: Path) -> Path:
+def roots(tmp_path: Path) -> Roots:
     def write(pid: int, text: str) -> None:
         (tmp_path / str(pid)).mkdir()
         (tmp_path / str(pid) / "cgroup").write_text(text)
@@ -54,7 +55,7 @@ def proc_root(tmp_path: Path) -> Path:
     write(4202, V1_CGROUP.format(qos="", uid=POD_B, ctr=CTR_B1))  # a Guaranteed pod
     write(4203, V1_CGROUP.format(qos="", uid=POD_B, ctr=CTR_B2))
     write(1777, HOST_CGROUP)
-    return tmp_path
+    return Roots(proc=str(tmp_path))
 
 
 def two_a100s() -> list[FakeDevice]:
@@ -109,11 +110,11 @@ def test_a_node_without_the_library_has_no_gpu_data_and_logs_one_debug_line(
     ids=["driver-not-loaded", "library-not-found"],
 )
 def test_a_node_without_a_driver_has_no_gpu_data_and_no_warning(
-    code: int, proc_root: Path, caplog: pytest.LogCaptureFixture
+    code: int, roots: Roots, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="collector.sources.gpu")
     nvml = FakeNvml(two_a100s(), init_error=code)
-    source = gpu.GpuSource(proc_root, nvml=nvml)
+    source = gpu.GpuSource(roots, nvml=nvml)
 
     assert source.read() is None
     assert nvml.init_calls == 1
@@ -123,16 +124,16 @@ def test_a_node_without_a_driver_has_no_gpu_data_and_no_warning(
 
 
 def test_an_unexpected_init_failure_is_a_warning_not_an_error(
-    proc_root: Path, caplog: pytest.LogCaptureFixture
+    roots: Roots, caplog: pytest.LogCaptureFixture
 ) -> None:
     nvml = FakeNvml(two_a100s(), init_error=fake_nvml.NVML_ERROR_UNKNOWN)
-    assert gpu.GpuSource(proc_root, nvml=nvml).read() is None
+    assert gpu.GpuSource(roots, nvml=nvml).read() is None
     assert "gpu: nvmlInit failed: Unknown Error" in caplog.text
 
 
-def test_two_devices_with_processes_in_two_pods_and_the_host(proc_root: Path) -> None:
+def test_two_devices_with_processes_in_two_pods_and_the_host(roots: Roots) -> None:
     nvml = FakeNvml(two_a100s())
-    reading = gpu.GpuSource(proc_root, nvml=nvml).read()
+    reading = gpu.GpuSource(roots, nvml=nvml).read()
 
     assert reading is not None
     assert [d.uuid for d in reading.devices] == [d.uuid for d in nvml.devices]
@@ -158,10 +159,10 @@ def test_two_devices_with_processes_in_two_pods_and_the_host(proc_root: Path) ->
 
 
 def test_process_utilisation_only_counts_samples_newer_than_the_last_cycle(
-    proc_root: Path,
+    roots: Roots,
 ) -> None:
     nvml = FakeNvml(two_a100s())
-    source = gpu.GpuSource(proc_root, nvml=nvml, clock=lambda: (T0 + 20_000_000) / 1e6)
+    source = gpu.GpuSource(roots, nvml=nvml, clock=lambda: (T0 + 20_000_000) / 1e6)
     source.read()
     nvml.devices[0].samples.append((4101, T0 + 16_000_000, 25, 10))
 
@@ -180,12 +181,12 @@ def test_process_utilisation_only_counts_samples_newer_than_the_last_cycle(
 
 
 def test_without_per_process_utilisation_pods_get_memory_but_no_utilisation(
-    proc_root: Path,
+    roots: Roots,
 ) -> None:
     devices = two_a100s()
     for device in devices:
         device.errors["nvmlDeviceGetProcessUtilization"] = fake_nvml.NVML_ERROR_NOT_SUPPORTED
-    reading = gpu.GpuSource(proc_root, nvml=FakeNvml(devices)).read()
+    reading = gpu.GpuSource(roots, nvml=FakeNvml(devices)).read()
 
     assert reading is not None
     assert reading.pods[POD_A].utilization_percent is None
@@ -193,10 +194,10 @@ def test_without_per_process_utilisation_pods_get_memory_but_no_utilisation(
     assert reading.node.utilization_percent == pytest.approx(65.0)
 
 
-def test_a_device_without_utilisation_counters_is_left_out_of_the_mean(proc_root: Path) -> None:
+def test_a_device_without_utilisation_counters_is_left_out_of_the_mean(roots: Roots) -> None:
     devices = two_a100s()
     devices[1].errors["nvmlDeviceGetUtilizationRates"] = fake_nvml.NVML_ERROR_NOT_SUPPORTED
-    reading = gpu.GpuSource(proc_root, nvml=FakeNvml(devices)).read()
+    reading = gpu.GpuSource(roots, nvml=FakeNvml(devices)).read()
 
     assert reading is not None
     assert reading.node.utilization_percent == pytest.approx(90.0)
@@ -204,12 +205,12 @@ def test_a_device_without_utilisation_counters_is_left_out_of_the_mean(proc_root
 
 
 def test_a_lost_gpu_is_skipped_and_the_others_still_reported(
-    proc_root: Path, caplog: pytest.LogCaptureFixture
+    roots: Roots, caplog: pytest.LogCaptureFixture
 ) -> None:
     devices = two_a100s()
     devices[0].errors["nvmlDeviceGetUUID"] = fake_nvml.NVML_ERROR_GPU_IS_LOST
     nvml = FakeNvml(devices)
-    reading = gpu.GpuSource(proc_root, nvml=nvml).read()
+    reading = gpu.GpuSource(roots, nvml=nvml).read()
 
     assert reading is not None
     assert [d.index for d in reading.devices] == [1]
@@ -218,47 +219,47 @@ def test_a_lost_gpu_is_skipped_and_the_others_still_reported(
     assert nvml.shutdown_calls == 1
 
 
-def test_nvml_is_shut_down_even_when_reading_fails(proc_root: Path) -> None:
+def test_nvml_is_shut_down_even_when_reading_fails(roots: Roots) -> None:
     nvml = FakeNvml(two_a100s())
 
     def broken_mapper(pid: int) -> tuple[str | None, str | None]:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        gpu.GpuSource(proc_root, nvml=nvml, pid_mapper=broken_mapper).read()
+        gpu.GpuSource(roots, nvml=nvml, pid_mapper=broken_mapper).read()
     assert nvml.init_calls == 1 and nvml.shutdown_calls == 1 and nvml.open == 0
 
 
-def test_a_node_with_the_driver_but_no_device_has_no_gpu_data(proc_root: Path) -> None:
+def test_a_node_with_the_driver_but_no_device_has_no_gpu_data(roots: Roots) -> None:
     nvml = FakeNvml([])
-    assert gpu.GpuSource(proc_root, nvml=nvml).read() is None
+    assert gpu.GpuSource(roots, nvml=nvml).read() is None
     assert nvml.shutdown_calls == 1
 
 
-def test_a_compute_and_graphics_process_is_counted_once(proc_root: Path) -> None:
+def test_a_compute_and_graphics_process_is_counted_once(roots: Roots) -> None:
     devices = two_a100s()
     devices[0].graphics.append((4101, 20 * GIB))
-    reading = gpu.GpuSource(proc_root, nvml=FakeNvml(devices)).read()
+    reading = gpu.GpuSource(roots, nvml=FakeNvml(devices)).read()
 
     assert reading is not None
     assert reading.pods[POD_A].memory_bytes == 20 * GIB
     assert [p.pid for p in reading.processes].count(4101) == 1
 
 
-def test_memory_the_driver_cannot_report_is_no_data_not_zero(proc_root: Path) -> None:
+def test_memory_the_driver_cannot_report_is_no_data_not_zero(roots: Roots) -> None:
     devices = two_a100s()
     devices[1].compute = [(4203, None)]  # NVML_VALUE_NOT_AVAILABLE -> None in pynvml
-    reading = gpu.GpuSource(proc_root, nvml=FakeNvml(devices)).read()
+    reading = gpu.GpuSource(roots, nvml=FakeNvml(devices)).read()
 
     assert reading is not None
     assert reading.containers[(POD_B, CTR_B2)].memory_bytes is None
     assert reading.pods[POD_B].memory_bytes == 6 * GIB
 
 
-def test_a_process_that_exited_before_its_cgroup_was_read_is_the_hosts(proc_root: Path) -> None:
+def test_a_process_that_exited_before_its_cgroup_was_read_is_the_hosts(roots: Roots) -> None:
     devices = two_a100s()
     devices[0].compute.append((999999, 1 * GIB))  # no /proc/999999
-    reading = gpu.GpuSource(proc_root, nvml=FakeNvml(devices)).read()
+    reading = gpu.GpuSource(roots, nvml=FakeNvml(devices)).read()
 
     assert reading is not None
     assert reading.node.memory_bytes == 42 * GIB
@@ -286,12 +287,6 @@ def test_a_process_that_exited_before_its_cgroup_was_read_is_the_hosts(proc_root
             + POD_A.replace("-", "_") + f".slice/docker-{CTR_A}.scope\n",
             (POD_A, CTR_A),
         ),
-        # containerd without SystemdCgroup on a systemd host.
-        (
-            "0::/kubepods-burstable-pod" + POD_A.replace("-", "_")
-            + f".slice:cri-containerd:{CTR_A}\n",
-            (POD_A, CTR_A),
-        ),
         # A static (mirror) pod: its uid is a 32-hex hash.
         (
             "0::/kubepods/burstable/pod0f3c5a7e9b1d2f4a6c8e0b2d4f6a8c0e/" + CTR_A + "\n",
@@ -303,12 +298,14 @@ def test_a_process_that_exited_before_its_cgroup_was_read_is_the_hosts(proc_root
         ("0::/\n", (None, None)),
     ],
     ids=["v1-burstable", "v1-guaranteed", "v2-systemd-containerd", "v2-systemd-crio",
-         "v1-systemd-docker", "containerd-colon", "static-pod", "pod-level", "host", "root"],
+         "v1-systemd-docker", "static-pod", "pod-level", "host", "root"],
 )
 def test_it_maps_a_process_cgroup_to_its_pod_and_container(
-    text: str, expected: tuple[str | None, str | None]
+    text: str, expected: tuple[str | None, str | None], tmp_path: Path
 ) -> None:
-    assert gpu.parse_pod_container(text) == expected
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "cgroup").write_text(text)
+    assert gpu.pod_container_for_pid(Roots(proc=str(tmp_path)), 4242) == expected
 
 
 def test_the_fake_matches_the_installed_pynvml() -> None:
