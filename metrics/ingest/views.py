@@ -42,6 +42,8 @@ class _BodyError(Exception):
 def read_body(request: Request, limit: int) -> bytes:
     """The request body, gunzipped if need be, never more than `limit` bytes in or out."""
     meta = request.META
+    if not meta.get("CONTENT_LENGTH") and "HTTP_TRANSFER_ENCODING" not in meta:
+        raise _BodyError(400, "body", "The request body is empty.")
     media_type = meta.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise _BodyError(415, "Content-Type", "Send the batch as application/json.")
