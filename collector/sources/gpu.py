@@ -82,6 +82,15 @@ class GpuUsage:
         if process.utilization_percent is not None:
             self.utilization_percent = (self.utilization_percent or 0.0) + process.utilization_percent
 
+    def contract(self) -> dict[str, float | int]:
+        """The ingest contract's keys; None values are left out (no data)."""
+        out: dict[str, float | int] = {}
+        if self.utilization_percent is not None:
+            out["gpu_utilization_percent"] = round(self.utilization_percent, 3)
+        if self.memory_bytes is not None:
+            out["gpu_memory_bytes"] = self.memory_bytes
+        return out
+
 
 @dataclass
 class GpuReading:
@@ -91,6 +100,27 @@ class GpuReading:
     # pod uid -> usage of all its processes; (pod uid, container id) -> usage of one container's.
     pods: dict[str, GpuUsage] = field(default_factory=dict)
     containers: dict[tuple[str, str], GpuUsage] = field(default_factory=dict)
+
+    def contract(self) -> dict[str, Any]:
+        """What delta.gpu_fields() takes: node fields, pod uid -> fields, container id -> fields."""
+        return {
+            "node": self.node.contract(),
+            "pods": {uid: usage.contract() for uid, usage in self.pods.items()},
+            "containers": {cid: usage.contract() for (_, cid), usage in self.containers.items()},
+        }
+
+
+# One source per set of roots, so the per-device sample timestamps survive between cycles.
+_SOURCES: dict[Roots, GpuSource] = {}
+
+
+def read_gpus(roots: Roots) -> dict[str, Any] | None:
+    """This cycle's GPU figures in contract keys (see GpuReading.contract), or None: no GPU."""
+    source = _SOURCES.get(roots)
+    if source is None:
+        source = _SOURCES[roots] = GpuSource(roots)
+    reading = source.read()
+    return None if reading is None else reading.contract()
 
 
 def pod_container_for_pid(roots: Roots, pid: int) -> tuple[str | None, str | None]:

@@ -344,3 +344,51 @@ def test_without_a_driver_the_real_bindings_fail_the_way_the_fake_does() -> None
         pynvml.nvmlShutdown()
         pytest.skip("this machine has an NVIDIA driver")
     assert gpu.GpuSource(nvml=pynvml).read() is None
+
+
+def test_read_gpus_gives_contract_keys_per_node_pod_and_container(
+    roots: Roots, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nvml = FakeNvml(two_a100s())
+    monkeypatch.setattr(gpu, "load_nvml", lambda: nvml)
+    monkeypatch.setattr(gpu, "_SOURCES", {})
+
+    reading = gpu.read_gpus(roots)
+
+    assert reading == {
+        "node": {"gpu_utilization_percent": 65.0, "gpu_memory_bytes": 42 * GIB},
+        "pods": {
+            POD_A: {"gpu_utilization_percent": 70.0, "gpu_memory_bytes": 20 * GIB},
+            POD_B: {"gpu_utilization_percent": 50.0, "gpu_memory_bytes": 17 * GIB},
+        },
+        "containers": {
+            CTR_A: {"gpu_utilization_percent": 70.0, "gpu_memory_bytes": 20 * GIB},
+            CTR_B1: {"gpu_utilization_percent": 10.0, "gpu_memory_bytes": 6 * GIB},
+            CTR_B2: {"gpu_utilization_percent": 40.0, "gpu_memory_bytes": 11 * GIB},
+        },
+    }
+    # The same source (and its sample timestamps) serves the next cycle; NVML is closed between.
+    gpu.read_gpus(roots)
+    assert nvml.init_calls == 2 and nvml.open == 0
+    assert nvml.process_utilization_calls[-2][1] == T0 + 6_000_000
+
+
+def test_read_gpus_without_a_driver_is_none(roots: Roots, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu, "load_nvml",
+                        lambda: FakeNvml([], init_error=fake_nvml.NVML_ERROR_DRIVER_NOT_LOADED))
+    monkeypatch.setattr(gpu, "_SOURCES", {})
+    assert gpu.read_gpus(roots) is None
+
+
+def test_the_reading_has_the_shape_delta_puts_into_the_batch(
+    roots: Roots, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collector import delta
+
+    monkeypatch.setattr(gpu, "load_nvml", lambda: FakeNvml(two_a100s()))
+    monkeypatch.setattr(gpu, "_SOURCES", {})
+    node, pods, containers = delta.gpu_fields(gpu.read_gpus(roots))
+
+    assert node == {"gpu_utilization_percent": 65.0, "gpu_memory_bytes": 42 * GIB}
+    assert pods[POD_B]["gpu_memory_bytes"] == 17 * GIB
+    assert containers[CTR_B2]["gpu_utilization_percent"] == 40.0
