@@ -406,3 +406,30 @@ def test_the_collectors_golden_batches_are_accepted_and_stored(client, ingest_to
     assert response.status_code == 201, response.content
     assert PodSample.objects.count() == len(batch["pods"])
     assert ContainerSample.objects.count() == sum(len(p["containers"]) for p in batch["pods"])
+
+
+def test_a_late_batch_is_logged_for_the_rollups_inside_the_ingest_transaction(client, ingest_token):
+    from django.db import connection
+
+    from metrics import backend
+    from metrics.rollup_schema import INVALIDATION_TABLE, STATE_TABLE
+
+    if backend.storage_tier() == "tsl":
+        pytest.skip("TimescaleDB tracks invalidations of continuous aggregates itself")
+    end = tick(60)
+    batch = small_batch(end)
+    batch["pods"][1]["interval_seconds"] = 20.0
+    with connection.cursor() as cursor:
+        # As if a refresh had already materialized past this batch: its samples are late.
+        cursor.execute(f"UPDATE {STATE_TABLE} SET invalidation_threshold = %s", [end + timedelta(hours=1)])
+
+    assert post(client, ingest_token, batch).status_code == 201
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT start_time, end_time FROM {INVALIDATION_TABLE}")
+        assert cursor.fetchall() == [(end - timedelta(seconds=20), end)]
+    # A retry stores nothing and logs nothing more.
+    assert post(client, ingest_token, batch).status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {INVALIDATION_TABLE}")
+        assert cursor.fetchone() == (1,)
