@@ -1,0 +1,99 @@
+"""Collector settings: every option is a flag and an environment variable (flag wins)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+METADATA_MODES = ("auto", "apiserver", "kubelet", "podlogs", "none")
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str
+    default: object
+    help: str
+    kind: type = str
+    choices: tuple[str, ...] | None = None
+
+
+# One table drives argparse, the environment lookup, --help and the README.
+OPTIONS: tuple[Option, ...] = (
+    Option("--api-url", "KUBEMONITOR_API_URL", "http://kubemonitor-api:8000",
+           "Base URL of the kubemonitor API; batches go to <url>/api/ingest/."),
+    Option("--token", "KUBEMONITOR_TOKEN", "", "Ingest token (km_<prefix>_<secret>)."),
+    Option("--token-file", "KUBEMONITOR_TOKEN_FILE", "",
+           "File holding the ingest token; re-read when it changes (wins over --token)."),
+    Option("--node-name", "NODE_NAME", "",
+           "Node name reported in batches (downward API spec.nodeName); default: the hostname."),
+    Option("--interval", "KUBEMONITOR_INTERVAL", 10.0,
+           "Seconds between samples; ticks fall on multiples of it on the wall clock.", float),
+    Option("--proc-root", "KUBEMONITOR_PROC_ROOT", "/proc", "Where the host's /proc is mounted."),
+    Option("--sys-root", "KUBEMONITOR_SYS_ROOT", "/sys", "Where the host's /sys is mounted."),
+    Option("--pod-log-dir", "KUBEMONITOR_POD_LOG_DIR", "/var/log/pods",
+           "Where the host's /var/log/pods is mounted (offline pod metadata; its sibling "
+           "containers/ maps container ids to names)."),
+    Option("--spool-dir", "KUBEMONITOR_SPOOL_DIR", "/var/lib/kubemonitor/spool",
+           "Directory for batches the API did not accept yet."),
+    Option("--spool-max-bytes", "KUBEMONITOR_SPOOL_MAX_BYTES", 64 * 1024 * 1024,
+           "Size limit of the spool; the oldest batches are dropped (and counted) beyond it.", int),
+    Option("--kubelet-url", "KUBEMONITOR_KUBELET_URL", "",
+           "Kubelet base URL for /pods metadata, e.g. https://$(NODE_IP):10250 (optional)."),
+    Option("--kubelet-insecure-tls", "KUBEMONITOR_KUBELET_INSECURE_TLS", "false",
+           "Do not verify the kubelet's serving certificate (true/false).", str,
+           ("true", "false")),
+    Option("--metadata", "KUBEMONITOR_METADATA", "auto",
+           "Pod metadata source: auto tries apiserver, kubelet, then podlogs.", str, METADATA_MODES),
+    Option("--log-level", "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR."),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    api_url: str = "http://kubemonitor-api:8000"
+    token: str = ""
+    token_file: str = ""
+    node_name: str = ""
+    interval: float = 10.0
+    proc_root: str = "/proc"
+    sys_root: str = "/sys"
+    pod_log_dir: str = "/var/log/pods"
+    spool_dir: str = "/var/lib/kubemonitor/spool"
+    spool_max_bytes: int = 64 * 1024 * 1024
+    kubelet_url: str = ""
+    kubelet_insecure_tls: str = "false"
+    metadata: str = "auto"
+    log_level: str = "INFO"
+    dry_run: bool = False
+    count: int | None = None
+    once: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def node(self) -> str:
+        return self.node_name or socket.gethostname()
+
+    @property
+    def ingest_url(self) -> str:
+        return self.api_url.rstrip("/") + "/api/ingest/"
+
+
+def attr_name(option: Option) -> str:
+    return option.flag.lstrip("-").replace("-", "_")
+
+
+def from_env(environ: dict[str, str] | None = None) -> dict[str, object]:
+    """Values set in the environment, converted to their types (ValueError names the variable)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for option in OPTIONS:
+        raw = environ.get(option.env)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[attr_name(option)] = option.kind(raw)
+        except ValueError:
+            raise ValueError(f"{option.env}={raw!r} is not a valid {option.kind.__name__}") from None
+    return values

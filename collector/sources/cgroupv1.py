@@ -1,0 +1,161 @@
+"""cgroup v1 files (opencontainers/cgroups fs/*.go semantics).
+
+Every counter we need for a pod is hierarchical on v1 as long as we pick the right file:
+cpuacct.usage and memory.usage_in_bytes include descendants, memory.stat's total_* keys are the
+hierarchical ones, and blkio needs the *_recursive files (the plain ones only count tasks that sit
+directly in the cgroup, which for a pod cgroup is nobody).
+"""
+
+from __future__ import annotations
+
+from collector.paths import read_bytes, read_text
+from collector.sources.cgroupstats import CgroupStats, working_set
+
+# memory.limit_in_bytes without a limit is PAGE_COUNTER_MAX pages: 9223372036854771712 on 4k pages.
+UNLIMITED_MEMORY = 1 << 60
+
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """'key value' lines (cpu.stat, memory.stat, memory.oom_control)."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value:
+            try:
+                values[key] = int(value)
+            except ValueError:
+                continue
+    return values
+
+
+def parse_cfs_limit(quota_text: str | None, period_text: str | None) -> float | None:
+    """cpu.cfs_quota_us / cpu.cfs_period_us in cores; quota -1 means unlimited (None)."""
+    if quota_text is None or period_text is None:
+        return None
+    quota, period = int(quota_text), int(period_text)
+    if quota <= 0 or period <= 0:
+        return None
+    return quota / period
+
+
+def parse_memory_limit(text: str | None) -> int | None:
+    if text is None:
+        return None
+    value = int(text)
+    return None if value >= UNLIMITED_MEMORY else value
+
+
+def parse_blkio(text: str, devices: set[str] | None = None) -> tuple[int, int]:
+    """(read, write) summed over devices from blkio.throttle.io_service_bytes / io_serviced.
+
+    Lines are '8:0 Read 1282048'. Only Read and Write are used: Total also includes Discard, and
+    Sync/Async split the same I/O a second way. `devices` (major:minor) limits the sum to the
+    disks the node counts, so stacked devices (dm, md) do not count the same bytes twice.
+    """
+    read = write = 0
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) != 3 or (devices is not None and f[0] not in devices):
+            continue
+        if f[1] == "Read":
+            read += int(f[2])
+        elif f[1] == "Write":
+            write += int(f[2])
+    return read, write
+
+
+def _blkio_file(base: str, name: str) -> str | None:
+    text = read_text(f"{base}/blkio.throttle.{name}_recursive")
+    if text is None:  # kernels before 4.16 have no throttle *_recursive files
+        text = read_text(f"{base}/blkio.throttle.{name}")
+    return text
+
+
+def read_stats(
+    hierarchies: dict[str, str], rel: str, devices: set[str] | None = None, blkio: bool = True
+) -> CgroupStats:
+    """Read one cgroup whose path relative to every hierarchy root is `rel` ('' for the root)."""
+    s = CgroupStats()
+    cpuacct = hierarchies.get("cpuacct")
+    if cpuacct is not None:
+        data = read_bytes(f"{cpuacct}{rel}/cpuacct.usage")
+        if data is not None:
+            s.cpu_ns = int(data)
+    cpu = hierarchies.get("cpu")
+    if cpu is not None:
+        text = read_text(f"{cpu}{rel}/cpu.stat")
+        if text is not None:
+            st = parse_flat_keyed(text)
+            s.periods = st.get("nr_periods")
+            s.throttled_periods = st.get("nr_throttled")
+            s.throttled_ns = st.get("throttled_time")
+        if rel:  # the root cgroup cannot be limited
+            s.cpu_limit_cores = parse_cfs_limit(
+                read_text(f"{cpu}{rel}/cpu.cfs_quota_us"), read_text(f"{cpu}{rel}/cpu.cfs_period_us")
+            )
+    memory = hierarchies.get("memory")
+    if memory is not None:
+        usage_data = read_bytes(f"{memory}{rel}/memory.usage_in_bytes")
+        usage = int(usage_data) if usage_data is not None else None
+        text = read_text(f"{memory}{rel}/memory.stat")
+        stat = parse_flat_keyed(text) if text is not None else {}
+        s.mem_usage = usage
+        s.mem_working_set = working_set(usage, stat.get("total_inactive_file"))
+        # Negative values can appear in racy per-cpu stats; the contract needs >= 0.
+        s.mem_rss = max(stat["total_rss"], 0) if "total_rss" in stat else None
+        s.mem_cache = max(stat["total_cache"], 0) if "total_cache" in stat else None
+        if rel:
+            s.mem_limit = parse_memory_limit(read_text(f"{memory}{rel}/memory.limit_in_bytes"))
+        text = read_text(f"{memory}{rel}/memory.oom_control")
+        if text is not None:
+            s.oom_kills = parse_flat_keyed(text).get("oom_kill")
+    blk = hierarchies.get("blkio")
+    if blk is not None and blkio:
+        base = f"{blk}{rel}"
+        text = _blkio_file(base, "io_service_bytes")
+        if text is not None:
+            s.disk_read_bytes, s.disk_write_bytes = parse_blkio(text, devices)
+        text = _blkio_file(base, "io_serviced")
+        if text is not None:
+            s.disk_read_ops, s.disk_write_ops = parse_blkio(text, devices)
+    return s
+
+
+THROTTLE_RULE_FILES = ("read_bps_device", "write_bps_device", "read_iops_device", "write_iops_device")
+
+
+def has_throttle_rule(blkio_root: str, max_dirs: int = 5000) -> bool:
+    """Whether any cgroup under the blkio hierarchy sets a throttle rule on some device.
+
+    Since Linux 6.10 the throttle statistics are only kept for a disk once some cgroup has a rule
+    on it; without one every blkio.throttle.io_service_bytes reads zero, which must not be
+    reported as "no I/O".
+    """
+    import os
+
+    stack = [blkio_root]
+    seen = 0
+    while stack and seen < max_dirs:
+        path = stack.pop()
+        seen += 1
+        for name in THROTTLE_RULE_FILES:
+            data = read_bytes(f"{path}/blkio.throttle.{name}")
+            if data and data.strip():
+                return True
+        try:
+            with os.scandir(path) as it:
+                stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
+    return False
+
+
+def kernel_has_blkio_quirk(release: str) -> bool:
+    """True for kernels >= 6.10 ('6.18.44-fc-v782' -> True)."""
+    parts = release.strip().split(".")
+    try:
+        major = int(parts[0])
+        minor = int("".join(ch for ch in parts[1] if ch.isdigit()) or 0) if len(parts) > 1 else 0
+    except ValueError:
+        return False
+    return (major, minor) >= (6, 10)
