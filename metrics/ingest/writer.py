@@ -7,8 +7,9 @@ one COPY for the containers, the rollup bookkeeping, and COMMIT. The node sample
 transaction is rolled back so nothing at all is written twice.
 
 Inventory is kept in an in-process cache per node (ids, the last values written and when). A pod
-or container row is rewritten only when something about it changed, when it is new, or when its
-last_seen is a minute old (the model promises last_seen to within a minute). The cache is filled
+or container row is upserted only when it is new or something about it changed; when only its
+last_seen is a minute old (the model promises last_seen to within a minute) a cheap UPDATE by id
+refreshes it, and a row deleted meanwhile (e.g. in the admin) is written again. The cache is filled
 only after COMMIT, so a rolled-back batch never leaves ids behind, and a node whose row was deleted
 and recreated (different id or first_seen) drops the cache of its pods.
 """
@@ -233,12 +234,13 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def _fresh(entry: _Entry | None, values: tuple[Any, ...], last_seen: datetime) -> bool:
-    return (
-        entry is not None
-        and entry.values == values
-        and timedelta(0) <= last_seen - entry.written < LAST_SEEN_RESOLUTION
-    )
+def _touch(cursor: Any, table: str, ids: list[int], last_seen: datetime) -> set[int]:
+    """Refresh last_seen of unchanged rows; returns the ids still there (not deleted meanwhile)."""
+    rows = cursor.execute(
+        f"UPDATE {table} SET last_seen = GREATEST(last_seen, %s) WHERE id = ANY(%s) RETURNING id",
+        [last_seen, sorted(ids)],
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
 # --- result ---------------------------------------------------------------------------------------
@@ -342,9 +344,10 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
                 cached = _NodeCache(node_id, node_first_seen)
             new_cache = _NodeCache(node_id, node_first_seen)
 
-            # Pods: upsert the new, changed and stale ones in one statement.
+            # Pods: upsert the new and changed ones in one statement, touch the stale ones.
             starts: dict[float, datetime] = {interval: start}
-            upsert: list[tuple[Any, ...]] = []
+            upsert: list[tuple[Any, ...]] = []  # new or changed: full upsert
+            touch: list[tuple[Any, ...]] = []  # unchanged, last_seen a minute old: touch it
             for pod in batch.pods:
                 pod_interval = pod.interval_seconds or interval
                 pod_start = starts.get(pod_interval) or starts.setdefault(
@@ -363,12 +366,21 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
                     pod.memory_limit_bytes,
                 )
                 entry = cached.pods.get(pod.uid)
-                if _fresh(entry, values, end):
-                    assert entry is not None
+                if entry is None or entry.values != values:
+                    upsert.append((pod.uid, values, pod_start))
+                elif end - entry.written < LAST_SEEN_RESOLUTION:  # also a late batch: nothing to do
                     pod_ids[pod.uid] = entry.id
                     new_cache.pods[pod.uid] = entry
                 else:
-                    upsert.append((pod.uid, values, pod_start))
+                    touch.append((pod.uid, entry.id, values, pod_start))
+            if touch:
+                alive = _touch(cursor, "metrics_pod", [row[1] for row in touch], end)
+                for uid, pod_id, values, pod_start in touch:
+                    if pod_id in alive:
+                        pod_ids[uid] = pod_id
+                        new_cache.pods[uid] = _Entry(pod_id, values, end)
+                    else:  # deleted since it was cached (e.g. in the admin): write it again
+                        upsert.append((uid, values, pod_start))
             if upsert:
                 upsert.sort(key=lambda row: row[0])  # a stable lock order across concurrent batches
                 columns: list[list[Any]] = [[] for _ in _POD_INVENTORY]
@@ -385,6 +397,7 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
 
             # Containers, the same way.
             c_upsert: list[tuple[int, str, tuple[str, str], datetime]] = []
+            c_touch: list[tuple[Any, ...]] = []
             for pod in batch.pods:
                 pod_id = pod_ids[pod.uid]
                 pod_interval = pod.interval_seconds or interval
@@ -392,13 +405,24 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
                     c_values = (container.id, container.image)
                     key = (pod_id, container.name)
                     entry = cached.containers.get(key)
-                    if _fresh(entry, c_values, end):
-                        assert entry is not None
+                    if entry is None or entry.values != c_values:
+                        c_interval = container.interval_seconds or pod_interval
+                        c_start = starts.get(c_interval) or end - timedelta(seconds=c_interval)
+                        c_upsert.append((pod_id, container.name, c_values, c_start))
+                    elif end - entry.written < LAST_SEEN_RESOLUTION:
                         container_ids[key] = entry.id
                         new_cache.containers[key] = entry
                     else:
-                        c_interval = container.interval_seconds or pod_interval
-                        c_upsert.append((pod_id, container.name, c_values, starts.get(c_interval) or end - timedelta(seconds=c_interval)))
+                        c_touch.append((key, entry.id, c_values, container.interval_seconds or pod_interval))
+            if c_touch:
+                alive = _touch(cursor, "metrics_container", [row[1] for row in c_touch], end)
+                for key, container_id, c_values, c_interval in c_touch:
+                    if container_id in alive:
+                        container_ids[key] = container_id
+                        new_cache.containers[key] = _Entry(container_id, c_values, end)
+                    else:
+                        c_start = starts.get(c_interval) or end - timedelta(seconds=c_interval)
+                        c_upsert.append((key[0], key[1], c_values, c_start))
             if c_upsert:
                 c_upsert.sort(key=lambda row: (row[0], row[1]))
                 c_columns: list[list[Any]] = [[], [], [], [], [], []]

@@ -433,3 +433,22 @@ def test_a_late_batch_is_logged_for_the_rollups_inside_the_ingest_transaction(cl
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM {INVALIDATION_TABLE}")
         assert cursor.fetchone() == (1,)
+
+
+def test_a_pod_deleted_while_cached_is_written_again_when_its_last_seen_is_refreshed(client, ingest_token, django_capture_on_commit_callbacks):
+    batches = NodeBatches("worker-1", pods=3, seed=1)
+    start = tick(300, interval=60)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(client, ingest_token, batches.batch(start)).status_code == 201
+    deleted = Pod.objects.order_by("uid").first()
+    uid = deleted.uid
+    deleted.delete()  # cascades to its containers
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(client, ingest_token, batches.batch(start + timedelta(seconds=60))).status_code == 201
+
+    again = Pod.objects.get(uid=uid)
+    assert again.last_seen == start + timedelta(seconds=60)
+    assert PodSample.objects.get(pod=again).time == start + timedelta(seconds=50)
+    assert Container.objects.filter(pod=again).count() >= 1
+    assert ContainerSample.objects.filter(pod=again, container__pod=again).exists()

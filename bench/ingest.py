@@ -1,0 +1,507 @@
+"""End-to-end ingest benchmark: gunicorn + POST /api/ingest/ vs raw binary COPY, same run, same tables.
+
+    python bench/ingest.py [--duration 30] [--nodes 300] [--workers 2] [--worker-class gthread]
+
+1. Creates a fresh database (default km_bench_ingest; DROPPED if it exists), migrates it
+   (TimescaleDB where the server has it) and creates a collector token.
+2. Generates realistic 110-pod batches (2-3 containers per pod, Helm/Deployment labels) for many
+   nodes and gzips them before the clock starts, so the load generator costs the server's cores
+   almost nothing during the run. Posts them concurrently over keep-alive HTTP, interval after
+   interval, for --duration seconds, after one untimed warm-up interval (first contact of every
+   node writes its whole inventory; steady state is what a running cluster sees).
+3. In the same run, raw binary COPY of the same rows (same pod and container ids, later intervals)
+   into the same tables, one transaction per batch from as many processes as gunicorn workers,
+   and once more with many batches per COPY: the ceiling.
+4. Prints pod samples/s (each with its containers) end to end, the raw COPY figures and the ratio,
+   the per-request breakdown from the Server-Timing header, and CPU seconds by process kind
+   (postgres, gunicorn, this script).
+
+`--profile N` instead runs N batches through the view in-process under cProfile and prints the
+top functions (no gunicorn; the database work shows up as time in psycopg calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import multiprocessing
+import os
+import queue
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from metrics.tests.factories_ingest import NodeBatches, rfc3339  # noqa: E402
+
+PLACEHOLDER = "__BENCH_TIME__"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- setup ----------------------------------------------------------------------------------------
+
+
+def database_url(name: str) -> str:
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def fresh_database(name: str, env: dict[str, str]) -> str:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run(manage + ["migrate", "-v", "0"], env=env, check=True)
+    token = subprocess.run(
+        manage + ["createcollectortoken", "bench"], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return token
+
+
+def tier(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgres://", "postgresql://")) as conn:
+        row = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+        ).fetchone()
+        hypertables = 0
+        if row:
+            hypertables = conn.execute(
+                "SELECT count(*) FROM timescaledb_information.hypertables"
+            ).fetchone()[0]
+    return f"timescaledb {row[0]}, {hypertables} hypertables" if row else "plain PostgreSQL"
+
+
+# --- batches --------------------------------------------------------------------------------------
+
+
+def _template(args: tuple[str, int]) -> tuple[str, dict[str, Any]]:
+    node, pods = args
+    batch = NodeBatches(node, pods=pods, seed=0).batch(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    batch["time"] = PLACEHOLDER
+    return json.dumps(batch), batch
+
+
+def _encode(args: tuple[str, str, int]) -> bytes:
+    template, when, level = args
+    return gzip.compress(template.replace(PLACEHOLDER, when).encode(), compresslevel=level)
+
+
+def make_bodies(templates: list[str], ends: list[datetime], level: int) -> list[list[bytes]]:
+    """bodies[interval][node], gzipped."""
+    with multiprocessing.Pool() as pool:
+        flat = pool.map(
+            _encode, [(t, rfc3339(end), level) for end in ends for t in templates], chunksize=16
+        )
+    n = len(templates)
+    return [flat[i * n : (i + 1) * n] for i in range(len(ends))]
+
+
+# --- CPU accounting -------------------------------------------------------------------------------
+
+
+def cpu_by_kind(gunicorn_pids: set[int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of postgres processes, gunicorn processes, everything."""
+    totals: dict[str, float] = defaultdict(float)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        pid = int(entry)
+        if comm == "postgres":
+            totals["postgres"] += seconds
+        elif pid in gunicorn_pids:
+            totals["gunicorn"] += seconds
+    times = os.times()
+    totals["bench (this script)"] = times.user + times.system
+    return totals
+
+
+def children_of(pid: int) -> set[int]:
+    pids = {pid}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                pids.add(int(entry))
+    return pids
+
+
+def machine_cpu() -> tuple[float, float]:
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + parts[4]
+    return sum(parts) / CLK_TCK, idle / CLK_TCK
+
+
+# --- HTTP load ------------------------------------------------------------------------------------
+
+
+class Poster(threading.Thread):
+    def __init__(self, port: int, token: str, jobs: queue.Queue, results: list, deadline: list[float]):
+        super().__init__(daemon=True)
+        self.port, self.token, self.jobs, self.results, self.deadline = port, token, jobs, results, deadline
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        }
+        while True:
+            try:
+                body = self.jobs.get_nowait()
+            except queue.Empty:
+                return
+            if time.perf_counter() > self.deadline[0]:
+                return
+            t0 = time.perf_counter()
+            for attempt in range(3):
+                try:
+                    conn.request("POST", "/api/ingest/", body=body, headers=headers)
+                    response = conn.getresponse()
+                    payload = response.read()
+                    break
+                except (http.client.HTTPException, ConnectionError):
+                    # gunicorn's sync workers close the connection after each response.
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            else:
+                raise RuntimeError("the server stopped answering")
+            if response.getheader("Connection", "").lower() == "close":
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            self.results.append(
+                (response.status, time.perf_counter() - t0, response.getheader("Server-Timing", ""), payload)
+            )
+
+
+def post_all(port: int, token: str, bodies: list[bytes], concurrency: int, duration: float | None) -> tuple[list, float]:
+    jobs: queue.Queue = queue.Queue()
+    for body in bodies:
+        jobs.put(body)
+    results: list = []
+    deadline = [float("inf")]
+    threads = [Poster(port, token, jobs, results, deadline) for _ in range(concurrency)]
+    start = time.perf_counter()
+    if duration is not None:
+        deadline[0] = start + duration
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, time.perf_counter() - start
+
+
+def start_gunicorn(env: dict[str, str], port: int, workers: int, worker_class: str, threads: int) -> subprocess.Popen:
+    cmd = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "monitor_site.wsgi",
+        "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers),
+        "--worker-class", worker_class,
+        "--threads", str(threads),
+        "--keep-alive", "30",
+        "--timeout", "120",
+        "--log-level", "warning",
+    ]
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    for _ in range(200):
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/api/ingest/")
+            c.getresponse().read()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("gunicorn did not start")
+
+
+# --- raw COPY ceiling -----------------------------------------------------------------------------
+
+
+def _raw_copy_worker(args: tuple[str, list[tuple[list, list]], list[datetime], int, float, Any]) -> tuple[int, int, int, float]:
+    """COPY the rows of whole batches (one transaction each, or `group` batches per COPY)."""
+    import psycopg
+
+    from metrics.ingest.writer import (
+        CONTAINER_COPY,
+        CONTAINER_SAMPLE_TYPES,
+        POD_COPY,
+        POD_SAMPLE_TYPES,
+    )
+
+    url, nodes, starts, group, duration, barrier = args
+    pods = containers = batches = 0
+    with psycopg.connect(url.replace("postgres://", "postgresql://")) as conn:
+        barrier.wait()
+        t0 = time.perf_counter()
+        deadline = t0 + duration
+        jobs = [(start, node) for start in starts for node in nodes]
+        for i in range(0, len(jobs), group):
+            if time.perf_counter() > deadline:
+                break
+            chunk = jobs[i : i + group]
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(POD_COPY) as copy:
+                    copy.set_types(POD_SAMPLE_TYPES)
+                    for start, (pod_rows, _) in chunk:
+                        for head, tail in pod_rows:
+                            copy.write_row((*head, start, *tail))
+                        pods += len(pod_rows)
+                with cur.copy(CONTAINER_COPY) as copy:
+                    copy.set_types(CONTAINER_SAMPLE_TYPES)
+                    for start, (_, container_rows) in chunk:
+                        for head, tail in container_rows:
+                            copy.write_row((*head, start, *tail))
+                        containers += len(container_rows)
+            batches += len(chunk)
+        return batches, pods, containers, time.perf_counter() - t0
+
+
+def raw_rows(url: str, batches: dict[str, dict[str, Any]]) -> dict[str, tuple[list, list]]:
+    """Per node: pod and container sample rows (time left out) with the ids ingest assigned."""
+    import psycopg
+
+    from metrics.ingest.writer import CONTAINER_USAGE, POD_USAGE
+
+    rows: dict[str, tuple[list, list]] = {}
+    with psycopg.connect(url.replace("postgres://", "postgresql://")) as conn:
+        pod_ids = dict(conn.execute("SELECT uid, id FROM metrics_pod").fetchall())
+        node_ids = dict(conn.execute("SELECT name, id FROM metrics_node").fetchall())
+        container_ids = {
+            (p, n): i for i, p, n in conn.execute("SELECT id, pod_id, name FROM metrics_container").fetchall()
+        }
+    for node, batch in batches.items():
+        interval = batch["interval_seconds"]
+        pod_rows, container_rows = [], []
+        for pod in batch["pods"]:
+            pod_id = pod_ids[pod["uid"]]
+            pod_rows.append(
+                ((pod_id, node_ids[node]), (interval, pod["namespace"], pod["deployment"], *[pod.get(c) for c in POD_USAGE]))
+            )
+            for c in pod["containers"]:
+                container_rows.append(
+                    ((container_ids[(pod_id, c["name"])], pod_id), (interval, *[c.get(k) for k in CONTAINER_USAGE]))
+                )
+        rows[node] = (pod_rows, container_rows)
+    return rows
+
+
+def raw_copy(url: str, rows: dict[str, tuple[list, list]], first: datetime, interval: float, processes: int, group: int, duration: float) -> tuple[float, float, float]:
+    """Returns (batches/s, pod samples/s, rows/s)."""
+    nodes = list(rows.values())
+    per = [nodes[i::processes] for i in range(processes)]
+    # Enough intervals that no process runs out before the deadline; each later than any used so far.
+    starts = [first + timedelta(seconds=interval * k) for k in range(4000)]
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Manager().Barrier(processes)
+    with ctx.Pool(processes) as pool:
+        results = pool.map(_raw_copy_worker, [(url, part, starts, group, duration, barrier) for part in per])
+    seconds = max(r[3] for r in results)
+    batches = sum(r[0] for r in results)
+    pods = sum(r[1] for r in results)
+    containers = sum(r[2] for r in results)
+    return batches / seconds, pods / seconds, (pods + containers) / seconds
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def breakdown(results: list) -> list[tuple[str, float]]:
+    sums: dict[str, list[float]] = defaultdict(list)
+    for status, _, timing, _ in results:
+        if status != 201:
+            continue
+        for part in timing.split(","):
+            name, _, dur = part.strip().partition(";dur=")
+            if dur:
+                sums[name].append(float(dur))
+    return [(name, statistics.fmean(values)) for name, values in sums.items()]
+
+
+def run_profile(n: int, pods: int) -> None:
+    import cProfile
+    import pstats
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "monitor_site.settings")
+    import django
+
+    django.setup()
+    from django.test import Client
+
+    from metrics.ingest import writer
+    from metrics.tokens import create_token
+
+    token = create_token(f"profile-{time.time()}")[1]
+    client = Client(HTTP_HOST="localhost")
+    base = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
+    gen = [NodeBatches(f"profile-{i}", pods=pods, seed=1) for i in range(4)]
+    bodies = [gzip.compress(json.dumps(g.batch(base + timedelta(seconds=10 * k))).encode()) for k in range(n // 4 + 1) for g in gen][:n]
+
+    def post_one(body: bytes) -> None:
+        response = client.generic(
+            "POST", "/api/ingest/", body, content_type="application/json",
+            HTTP_CONTENT_ENCODING="gzip", HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+        assert response.status_code == 201, response.content
+        writer._cache  # noqa: B018
+
+    for body in bodies[:4]:  # warm the inventory cache
+        post_one(body)
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    for body in bodies[4:]:
+        post_one(body)
+    profiler.disable()
+    elapsed = time.perf_counter() - t0
+    print(f"{len(bodies) - 4} batches in-process (1 thread, under cProfile): {elapsed / (len(bodies) - 4) * 1000:.2f} ms per batch")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of timed HTTP load (and of raw COPY)")
+    parser.add_argument("--nodes", type=int, default=300)
+    parser.add_argument("--pods", type=int, default=110)
+    parser.add_argument("--interval", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--worker-class", default="gthread", choices=["sync", "gthread"])
+    parser.add_argument("--threads", type=int, default=2, help="threads per gthread worker")
+    parser.add_argument("--concurrency", type=int, default=8, help="client connections")
+    parser.add_argument("--max-batches", type=int, default=12000, help="bodies prepared before the run")
+    parser.add_argument("--gzip-level", type=int, default=6)
+    parser.add_argument("--database", default="km_bench_ingest")
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    parser.add_argument("--skip-raw", action="store_true")
+    parser.add_argument("--profile", type=int, metavar="N", help="profile N batches in-process instead")
+    args = parser.parse_args()
+
+    url = database_url(args.database)
+    env = dict(os.environ, DATABASE_URL=url, DEBUG="0", SECRET_KEY="bench-only-not-secret", LOG_LEVEL="WARNING")
+    print(f"load before: {Path('/proc/loadavg').read_text().strip()}  (cores: {os.cpu_count()})")
+    token = fresh_database(args.database, env)
+    print(f"database {args.database}: {tier(url)}")
+
+    if args.profile:
+        os.environ.update(env)
+        run_profile(args.profile, args.pods)
+        return
+
+    names = [f"bench-node-{i:04d}" for i in range(args.nodes)]
+    with multiprocessing.Pool() as pool:
+        generated = pool.map(_template, [(n, args.pods) for n in names])
+    templates = [t for t, _ in generated]
+    batch_dicts = {n: b for n, (_, b) in zip(names, generated)}
+    containers_per_batch = statistics.fmean(sum(len(p["containers"]) for p in b["pods"]) for b in batch_dicts.values())
+    raw_size = statistics.fmean(len(t) for t in templates)
+
+    # Intervals end on aligned ticks in the recent past (inside the raw retention, none in the future).
+    intervals = 1 + -(-args.max_batches // args.nodes)
+    step = timedelta(seconds=args.interval)
+    now = datetime.now(timezone.utc)
+    first_end = datetime.fromtimestamp(now.timestamp() // args.interval * args.interval, tz=timezone.utc) - step * (intervals + 10)
+    ends = [first_end + step * k for k in range(intervals)]
+    t0 = time.perf_counter()
+    bodies = make_bodies(templates, ends, args.gzip_level)
+    gz_size = statistics.fmean(len(b) for b in bodies[0])
+    print(
+        f"{args.nodes} nodes x {args.pods} pods ({containers_per_batch:.1f} containers per batch); "
+        f"{len(ends)} intervals prepared in {time.perf_counter() - t0:.1f} s; body {raw_size / 1024:.0f} KiB, "
+        f"gzip -{args.gzip_level} {gz_size / 1024:.1f} KiB"
+    )
+
+    if not args.port:
+        with socket.socket() as probe:  # other engineers run servers on the usual ports
+            probe.bind(("127.0.0.1", 0))
+            args.port = probe.getsockname()[1]
+    server = start_gunicorn(env, args.port, args.workers, args.worker_class, args.threads)
+    try:
+        gunicorn_pids = children_of(server.pid)
+        warm, warm_seconds = post_all(args.port, token, bodies[0], args.concurrency, None)
+        bad = [r for r in warm if r[0] != 201]
+        if bad:
+            raise SystemExit(f"warm-up failed: {bad[0][0]} {bad[0][3][:500]!r}")
+        print(f"warm-up: first contact of {args.nodes} nodes (whole inventory written) in {warm_seconds:.1f} s")
+
+        flat = [body for interval_bodies in bodies[1:] for body in interval_bodies]
+        cpu0, (all0, idle0) = cpu_by_kind(gunicorn_pids), machine_cpu()
+        results, elapsed = post_all(args.port, token, flat, args.concurrency, args.duration)
+        cpu1, (all1, idle1) = cpu_by_kind(gunicorn_pids), machine_cpu()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    statuses = defaultdict(int)
+    for r in results:
+        statuses[r[0]] += 1
+    ok = [r for r in results if r[0] == 201]
+    if len(ok) != len(results):
+        sample = next(r for r in results if r[0] != 201)
+        print(f"!! non-201 answers: {dict(statuses)}; e.g. {sample[3][:300]!r}")
+    if len(results) >= len(flat):
+        print("!! ran out of prepared batches before the deadline: raise --max-batches")
+    latencies = sorted(r[1] for r in ok)
+    e2e_batches = len(ok) / elapsed
+    e2e_pods = e2e_batches * args.pods
+    e2e_rows = e2e_batches * (args.pods + containers_per_batch + 1)
+    print()
+    print(f"== end to end: gunicorn {args.worker_class} x{args.workers}" + (f" ({args.threads} threads)" if args.worker_class == "gthread" else "") + f", {args.concurrency} client connections, {elapsed:.1f} s")
+    print(f"   {len(ok)} batches stored, {e2e_batches:.1f} batches/s")
+    print(f"   {e2e_pods:,.0f} pod samples/s (with their containers: {e2e_rows:,.0f} sample rows/s)")
+    print(f"   latency p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p95 {latencies[int(len(latencies) * 0.95)] * 1000:.1f} ms")
+    busy = (all1 - all0) - (idle1 - idle0)
+    print(f"   machine CPU busy {busy / elapsed:.2f} of {os.cpu_count()} cores; CPU seconds per batch by process:")
+    for kind in ("gunicorn", "postgres", "bench (this script)"):
+        print(f"     {kind:20s} {(cpu1[kind] - cpu0[kind]) / len(ok) * 1000:6.2f} ms")
+    print("   server-side time per request (Server-Timing means, wall ms, in a worker thread):")
+    for name, ms in breakdown(results):
+        print(f"     {name:16s} {ms:6.2f}")
+
+    if args.skip_raw:
+        return
+    rows = raw_rows(url, batch_dicts)
+    later = ends[-1] + step * 20
+    print()
+    print(f"== raw binary COPY of the same rows into the same tables, {args.workers} processes, {args.duration:.0f} s each")
+    b1, p1, r1 = raw_copy(url, rows, later, args.interval, args.workers, 1, args.duration)
+    print(f"   one transaction per batch:     {b1:7.1f} batches/s, {p1:9,.0f} pod samples/s, {r1:9,.0f} rows/s")
+    later += step * 4000
+    b2, p2, r2 = raw_copy(url, rows, later, args.interval, args.workers, 50, args.duration)
+    print(f"   50 batches per COPY:           {b2:7.1f} batches/s, {p2:9,.0f} pod samples/s, {r2:9,.0f} rows/s")
+    print()
+    print(f"== ratio end to end / raw COPY: {e2e_pods / p1 * 100:.0f} % of per-batch COPY, {e2e_pods / p2 * 100:.0f} % of bulk COPY")
+    print(f"load after: {Path('/proc/loadavg').read_text().strip()}")
+
+
+if __name__ == "__main__":
+    main()
