@@ -1,8 +1,20 @@
-"""Routes of the metrics app. The API, health probes and docs are wired in here."""
-from django.urls import path
+"""Routes of the metrics app: the API under /api/, its schema and docs, health probes."""
 
+from __future__ import annotations
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from metrics import health
+from metrics.api.urls import urlpatterns as api_urlpatterns
 from metrics.ingest.views import IngestView
 
-urlpatterns: list = [
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/auth/", include("rest_framework.urls")),
     path("api/ingest/", IngestView.as_view(), name="ingest"),
+    path("api/", include(api_urlpatterns)),
 ]

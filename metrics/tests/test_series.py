@@ -7,9 +7,10 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 import pytest
 from django.utils import timezone
 
-from metrics import series
+from metrics import rollups, series
 from metrics.models import PodSample
 from metrics.series import Entity, SeriesError, resolve_window
+from metrics.tests.factories import reset_rollups
 from metrics.tests.read_helpers import expected_buckets, make_node, make_pod, node_rows, pod_rows
 
 NOW = datetime(2026, 11, 22, 12, 0, 7, tzinfo=dt_timezone.utc)
@@ -117,6 +118,22 @@ def test_it_reads_the_rollup_that_divides_the_step(step, source):
 
 @pytest.fixture
 def cluster(db):
+    return _build_cluster()
+
+
+@pytest.fixture
+def refreshed_cluster(transactional_db):
+    # refresh() commits as it goes, hence the transactional database; the rollups outlive
+    # Django's flush, hence the resets.
+    reset_rollups()
+    data = _build_cluster()
+    result = rollups.refresh()
+    assert result.skipped is None
+    yield data
+    reset_rollups()
+
+
+def _build_cluster():
     """Two nodes sampled every 10 s and every 30 s, two namespaces, one Deployment spanning both
     nodes, two hours of data ending an hour ago."""
     now = timezone.now()
@@ -246,6 +263,29 @@ def test_the_newest_bucket_counts_only_its_elapsed_part(db):
     elapsed = (now - bucket).total_seconds()
     cpu = sum(PodSample.objects.filter(pod=pod).values_list("cpu_seconds", flat=True))
     assert point["cpu_millicores"] == pytest.approx(cpu * 1000 / min(3600, elapsed), rel=1e-3)
+
+
+@pytest.mark.parametrize("step", [60, 300, 3600])
+def test_materialized_rollups_give_the_same_sums(refreshed_cluster, step):
+    cluster = refreshed_cluster
+    w = _window(cluster, step)
+    rows = cluster["rows"]
+    _check(
+        series.series(Entity("namespace", ("shop",)), w),
+        expected_buckets(rows["web-1"] + rows["web-2"] + rows["db-0"], w.start, step, aggregate=True),
+    )
+    _check(
+        series.series(Entity("deployment", ("shop", "web")), w),
+        expected_buckets(rows["web-1"] + rows["web-2"], w.start, step, aggregate=True),
+    )
+    _check(
+        series.series(Entity("pod", (cluster["web1"].pk,)), w),
+        expected_buckets(rows["web-1"], w.start, step, aggregate=False),
+    )
+    _check(
+        series.series(Entity("node", (cluster["a"].pk,)), w),
+        expected_buckets(rows["node-a"], w.start, step, aggregate=False),
+    )
 
 
 # --- latest usage ------------------------------------------------------------------------------

@@ -1,0 +1,58 @@
+"""FilterSets of the read API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django import forms
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from metrics.models import Pod
+
+
+class LabelSelectorField(forms.Field):
+    """`label=app=web` (equality) or `label=app` (key present); repeat to require several."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value: Any) -> list[tuple[str, str | None]]:
+        if not value:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        selectors = []
+        for item in value:
+            key, sep, val = str(item).partition("=")
+            key = key.strip()
+            if not key:
+                raise forms.ValidationError(
+                    f"{item!r} is not a label selector; use key=value or key.", code="invalid"
+                )
+            selectors.append((key, val if sep else None))
+        return selectors
+
+
+@extend_schema_field(serializers.ListField(child=serializers.CharField()))
+class LabelSelectorFilter(django_filters.Filter):
+    field_class = LabelSelectorField
+
+    def filter(self, qs: QuerySet, value: list[tuple[str, str | None]]) -> QuerySet:
+        for key, val in value or []:
+            qs = qs.filter(labels__has_key=key) if val is None else qs.filter(labels__contains={key: val})
+        return qs
+
+
+class PodFilterSet(django_filters.FilterSet):
+    namespace = django_filters.CharFilter(field_name="namespace")
+    node = django_filters.CharFilter(field_name="node__name", label="Node name")
+    deployment = django_filters.CharFilter(field_name="deployment")
+    label = LabelSelectorFilter(
+        label="Label selector, key=value or key; repeat the parameter to require all of them"
+    )
+
+    class Meta:
+        model = Pod
+        fields = ["namespace", "node", "deployment", "label"]

@@ -1,0 +1,31 @@
+"""The read API's router. Nested resources are registered with their parent in the prefix."""
+
+from __future__ import annotations
+
+from rest_framework.routers import DefaultRouter
+
+from metrics.api import schema, views  # noqa: F401  (schema registers the token scheme)
+
+# Names contain dots, so no `.json` format suffixes; `?format=json` still works.
+router = DefaultRouter()
+router.include_format_suffixes = False
+router.register("nodes", views.NodeViewSet, basename="node")
+router.register(r"nodes/(?P<node>[^/]+)/pods", views.NodePodViewSet, basename="node-pod")
+router.register("pods", views.PodViewSet, basename="pod")
+router.register("namespaces", views.NamespaceViewSet, basename="namespace")
+router.register(
+    r"namespaces/(?P<namespace>[^/]+)/pods", views.NamespacePodViewSet, basename="namespace-pod"
+)
+router.register(
+    r"namespaces/(?P<namespace>[^/]+)/deployments",
+    views.NamespaceDeploymentViewSet,
+    basename="namespace-deployment",
+)
+router.register(
+    r"namespaces/(?P<namespace>[^/]+)/deployments/(?P<deployment>[^/]+)/pods",
+    views.DeploymentPodViewSet,
+    basename="deployment-pod",
+)
+router.register("deployments", views.DeploymentViewSet, basename="deployment")
+
+urlpatterns = router.urls

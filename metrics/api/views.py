@@ -1,0 +1,360 @@
+"""Read viewsets: nodes, pods, namespaces and Deployments, each with latest usage and series.
+
+Namespaces and Deployments have no tables: they are the distinct values in the Pod inventory.
+The time-series and latest-usage queries live in metrics.series.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone as dt_timezone
+from typing import Any
+
+from django.db.models import Count, Max, Min, QuerySet
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import viewsets
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from metrics import series
+from metrics.api import serializers as s
+from metrics.api.filters import PodFilterSet
+from metrics.api.pagination import NameCursorPagination
+from metrics.auth import ApiTokenAuthentication, CanRead
+from metrics.models import Node, Pod
+
+# Names may hold dots (node names usually do); only the slash separates path segments.
+NAME_REGEX = r"[^/]+"
+
+SERIES_PARAMETERS = [
+    OpenApiParameter(
+        "window", OpenApiTypes.INT,
+        description="Return a series over the last `window` seconds (not with start/end).",
+    ),
+    OpenApiParameter(
+        "start", OpenApiTypes.DATETIME, description="Series start, RFC 3339 (end defaults to now)."
+    ),
+    OpenApiParameter("end", OpenApiTypes.DATETIME, description="Series end, RFC 3339; needs start."),
+    OpenApiParameter(
+        "step", OpenApiTypes.INT,
+        description="Bucket length in seconds; multiples of 3600 read the 1-hour rollups, multiples "
+        "of 60 the 1-minute rollups, others raw samples. Default: a step giving at most ~300 points.",
+    ),
+]
+
+
+def _path_param(name: str, description: str) -> OpenApiParameter:
+    return OpenApiParameter(name, OpenApiTypes.STR, OpenApiParameter.PATH, description=description)
+
+
+def _format_time(t: datetime) -> str:
+    return t.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class ReadViewSet(viewsets.GenericViewSet):
+    """Shared by every read endpoint: auth, cursor pagination, latest usage and series."""
+
+    authentication_classes = [ApiTokenAuthentication, SessionAuthentication]
+    permission_classes = [CanRead]
+    pagination_class = NameCursorPagination
+    lookup_value_regex = NAME_REGEX
+    cursor_ordering: tuple[str, ...] = ("name",)
+    detail_serializer_class: type | None = None
+
+    # Hooks per resource.
+    def usage_for(self, items: list[Any]) -> dict[Any, dict[str, Any]]:
+        raise NotImplementedError
+
+    def entity_for(self, item: Any) -> series.Entity:
+        raise NotImplementedError
+
+    def get_serializer_class(self) -> type:
+        if self.action == "retrieve" and self.detail_serializer_class is not None:
+            return self.detail_serializer_class
+        return super().get_serializer_class()
+
+    def list_items(self, request: Request) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())
+        page = list(self.paginate_queryset(queryset) or [])
+        context = self.get_serializer_context() | {"usage": self.usage_for(page)}
+        data = self.get_serializer_class()(page, many=True, context=context).data
+        return self.get_paginated_response(data)
+
+    def retrieve_item(self, request: Request) -> Response:
+        # Parameters first: a bad window is a 400 even for a name that does not exist.
+        window = self.series_window(request)
+        item = self.get_object()
+        context = self.get_serializer_context() | {"usage": self.usage_for([item])}
+        if window is not None:
+            points = series.series(self.entity_for(item), window)
+            for point in points:
+                point["time"] = _format_time(point["time"])
+            context["series"] = {
+                "start": _format_time(window.start),
+                "end": _format_time(window.end),
+                "step": window.step,
+                "source": window.source,
+                "points": points,
+            }
+        return Response(self.get_serializer_class()(item, context=context).data)
+
+    def series_window(self, request: Request) -> series.Window | None:
+        params = s.SeriesParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        values = params.validated_data
+        if not values.keys() & {"window", "start", "end"}:
+            if "step" in values:
+                raise ValidationError({"step": ["Needs window or start."]})
+            return None
+        try:
+            return series.resolve_window(
+                window=values.get("window"),
+                start=values.get("start"),
+                end=values.get("end"),
+                step=values.get("step"),
+            )
+        except series.SeriesError as exc:
+            raise ValidationError({exc.param: [exc.message]}) from exc
+
+
+class ListMixin:
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self.list_items(request)  # type: ignore[attr-defined]
+
+
+class RetrieveMixin:
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self.retrieve_item(request)  # type: ignore[attr-defined]
+
+
+# --- Nodes ---------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Nodes with their newest usage"),
+    retrieve=extend_schema(
+        summary="A node, with a series when window or start is given",
+        parameters=[_path_param("node", "Node name"), *SERIES_PARAMETERS],
+    ),
+)
+class NodeViewSet(ListMixin, RetrieveMixin, ReadViewSet):
+    queryset = Node.objects.all()
+    serializer_class = s.NodeSerializer
+    detail_serializer_class = s.NodeDetailSerializer
+    lookup_field = "name"
+    lookup_url_kwarg = "node"
+
+    def usage_for(self, items: list[Node]) -> dict[Any, dict[str, Any]]:
+        return series.latest_nodes([n.pk for n in items])
+
+    def entity_for(self, item: Node) -> series.Entity:
+        return series.Entity("node", (item.pk,))
+
+
+# --- Pods ----------------------------------------------------------------------------------------
+
+
+class PodListViewSet(ListMixin, ReadViewSet):
+    """Pods, narrowed by the path (node, namespace, Deployment) and by PodFilterSet."""
+
+    queryset = Pod.objects.select_related("node")
+    serializer_class = s.PodSerializer
+    detail_serializer_class = s.PodDetailSerializer
+    filterset_class = PodFilterSet
+    # Pod names are nearly unique across namespaces; the id breaks the rare tie.
+    cursor_ordering = ("name", "id")
+    lookup_url_kwarg = "pod"
+
+    def get_queryset(self) -> QuerySet[Pod]:
+        qs = super().get_queryset()
+        if "node" in self.kwargs:
+            node = Node.objects.filter(name=self.kwargs["node"]).first()
+            if node is None:
+                raise Http404("No such node.")
+            qs = qs.filter(node=node)
+        if "namespace" in self.kwargs:
+            qs = qs.filter(namespace=self.kwargs["namespace"])
+        if "deployment" in self.kwargs:
+            qs = qs.filter(deployment=self.kwargs["deployment"])
+            if self.action == "list" and not qs.exists():
+                raise Http404("No such Deployment.")
+        elif "namespace" in self.kwargs and self.action == "list" and not qs.exists():
+            raise Http404("No such namespace.")
+        return qs
+
+    def usage_for(self, items: list[Pod]) -> dict[Any, dict[str, Any]]:
+        return series.latest_pods(items)
+
+    def entity_for(self, item: Pod) -> series.Entity:
+        return series.Entity(
+            "pod", (item.pk,), item.node.cpu_capacity_cores, item.node.memory_total_bytes
+        )
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Pods of every namespace, with their newest usage"),
+    retrieve=extend_schema(
+        summary="A pod by name; give namespace when the name exists in several namespaces",
+        parameters=[
+            _path_param("pod", "Pod name"),
+            OpenApiParameter("namespace", OpenApiTypes.STR, description="The pod's namespace."),
+            *SERIES_PARAMETERS,
+        ],
+    ),
+)
+class PodViewSet(RetrieveMixin, PodListViewSet):
+    def get_object(self) -> Pod:
+        qs = self.get_queryset().filter(name=self.kwargs["pod"])
+        namespace = self.kwargs.get("namespace") or self.request.query_params.get("namespace")
+        if namespace:
+            qs = qs.filter(namespace=namespace)
+        else:
+            namespaces = sorted(set(qs.values_list("namespace", flat=True)[:20]))
+            if len(namespaces) > 1:
+                raise ValidationError(
+                    {"namespace": [f"Pod {self.kwargs['pod']!r} exists in namespaces "
+                                   f"{', '.join(namespaces)}; give ?namespace=."]}
+                )
+        # A StatefulSet pod keeps its name when recreated: the newest incarnation answers.
+        pod = qs.order_by("-last_seen", "-id").first()
+        if pod is None:
+            raise Http404("No such pod.")
+        self.check_object_permissions(self.request, pod)
+        return pod
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Pods on a node, with their newest usage", parameters=[_path_param("node", "Node name")]
+    ),
+)
+class NodePodViewSet(PodListViewSet):
+    pass
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Pods of a namespace, with their newest usage",
+        parameters=[_path_param("namespace", "Namespace name")],
+    ),
+    retrieve=extend_schema(
+        summary="A pod of a namespace, with a series when window or start is given",
+        parameters=[
+            _path_param("namespace", "Namespace name"), _path_param("pod", "Pod name"),
+            *SERIES_PARAMETERS,
+        ],
+    ),
+)
+class NamespacePodViewSet(PodViewSet):
+    pass
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Pods of a Deployment, with their newest usage",
+        parameters=[
+            _path_param("namespace", "Namespace name"), _path_param("deployment", "Deployment name"),
+        ],
+    ),
+)
+class DeploymentPodViewSet(PodListViewSet):
+    pass
+
+
+# --- Namespaces and Deployments (derived from the Pod inventory) --------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Namespaces with their newest complete minute of usage"),
+    retrieve=extend_schema(
+        summary="A namespace, with a series when window or start is given",
+        parameters=[_path_param("namespace", "Namespace name"), *SERIES_PARAMETERS],
+    ),
+)
+class NamespaceViewSet(ListMixin, RetrieveMixin, ReadViewSet):
+    queryset = Pod.objects.all()
+    serializer_class = s.NamespaceSerializer
+    detail_serializer_class = s.NamespaceDetailSerializer
+    cursor_ordering = ("namespace",)
+    lookup_url_kwarg = "namespace"
+
+    def get_queryset(self) -> QuerySet:
+        return (
+            Pod.objects.values("namespace")
+            .annotate(
+                pods=Count("id"),
+                deployments=Count("deployment", distinct=True),
+                first_seen=Min("first_seen"),
+                last_seen=Max("last_seen"),
+            )
+            .order_by("namespace")
+        )
+
+    def get_object(self) -> dict[str, Any]:
+        item = self.get_queryset().filter(namespace=self.kwargs["namespace"]).first()
+        if item is None:
+            raise Http404("No such namespace.")
+        return item
+
+    def usage_for(self, items: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+        return series.latest_groups("namespace", [(i["namespace"],) for i in items])
+
+    def entity_for(self, item: dict[str, Any]) -> series.Entity:
+        return series.Entity("namespace", (item["namespace"],))
+
+
+class DeploymentListViewSet(ListMixin, ReadViewSet):
+    queryset = Pod.objects.all()
+    serializer_class = s.DeploymentSerializer
+    detail_serializer_class = s.DeploymentDetailSerializer
+    cursor_ordering = ("deployment", "namespace")
+    lookup_url_kwarg = "deployment"
+
+    def get_queryset(self) -> QuerySet:
+        qs = Pod.objects.filter(deployment__isnull=False).exclude(deployment="")
+        if "namespace" in self.kwargs:
+            qs = qs.filter(namespace=self.kwargs["namespace"])
+        return (
+            qs.values("namespace", "deployment")
+            .annotate(pods=Count("id"), first_seen=Min("first_seen"), last_seen=Max("last_seen"))
+            .order_by("deployment", "namespace")
+        )
+
+    def usage_for(self, items: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+        return series.latest_groups("deployment", [(i["namespace"], i["deployment"]) for i in items])
+
+    def entity_for(self, item: dict[str, Any]) -> series.Entity:
+        return series.Entity("deployment", (item["namespace"], item["deployment"]))
+
+
+@extend_schema_view(list=extend_schema(summary="Deployments of every namespace"))
+class DeploymentViewSet(DeploymentListViewSet):
+    pass
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Deployments of a namespace", parameters=[_path_param("namespace", "Namespace name")]
+    ),
+    retrieve=extend_schema(
+        summary="A Deployment, with a series when window or start is given",
+        parameters=[
+            _path_param("namespace", "Namespace name"), _path_param("deployment", "Deployment name"),
+            *SERIES_PARAMETERS,
+        ],
+    ),
+)
+class NamespaceDeploymentViewSet(RetrieveMixin, DeploymentListViewSet):
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if not Pod.objects.filter(namespace=self.kwargs["namespace"]).exists():
+            raise Http404("No such namespace.")
+        return super().list(request, *args, **kwargs)
+
+    def get_object(self) -> dict[str, Any]:
+        item = self.get_queryset().filter(deployment=self.kwargs["deployment"]).first()
+        if item is None:
+            raise Http404("No such Deployment.")
+        return item
