@@ -143,7 +143,7 @@ WITH node AS (
     INSERT INTO metrics_node
         (name, first_seen, last_seen, cpu_capacity_cores, memory_total_bytes, fs_capacity_bytes,
          collector_info)
-    VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
+    VALUES (%s::text, %s::timestamptz, %s::timestamptz, %s::float8, %s::int8, %s::int8, %s::jsonb)
     ON CONFLICT (name) DO UPDATE SET
         first_seen = LEAST(metrics_node.first_seen, EXCLUDED.first_seen),
         {_newer("metrics_node", "cpu_capacity_cores", keep_old_when_null=True)},
@@ -154,7 +154,7 @@ WITH node AS (
     RETURNING id, first_seen
 ), sample AS (
     INSERT INTO metrics_nodesample ({", ".join(_NODE_SAMPLE_COLUMNS)})
-    SELECT node.id, {", ".join(["%s"] * (len(_NODE_SAMPLE_COLUMNS) - 1))} FROM node
+    SELECT node.id, {", ".join(f"%s::{_pg_type(c)}" for c in _NODE_SAMPLE_COLUMNS[1:])} FROM node
     ON CONFLICT (node_id, time) DO NOTHING
     RETURNING 1
 )
@@ -315,7 +315,9 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
     container_ids: dict[tuple[int, str], int] = {}
     try:
         with transaction.atomic(), connection.cursor() as django_cursor:
-            cursor = django_cursor.cursor  # the psycopg cursor: COPY, and no wrapper overhead
+            # The psycopg cursor itself: COPY, and no Django wrapper overhead per statement.
+            # (A server-side-binding cursor, which would prepare the statements, measured no faster.)
+            cursor = django_cursor.cursor
             t0 = tick()
             node_row = cursor.execute(
                 NODE_SQL,
