@@ -113,12 +113,15 @@ def _sync_policies(cursor: Any, result: RetentionResult) -> None:
                 SELECT j.job_id, (j.config ->> 'drop_after')::interval
                 FROM timescaledb_information.jobs j
                 WHERE j.proc_name = 'policy_retention'
-                  AND j.hypertable_name = coalesce(
-                      (SELECT materialization_hypertable_name
-                       FROM timescaledb_information.continuous_aggregates WHERE view_name = %s),
-                      %s)
+                  -- Versions differ in naming a continuous aggregate's job by its view or
+                  -- by its materialization hypertable.
+                  AND j.hypertable_name IN (
+                      %s,
+                      coalesce((SELECT materialization_hypertable_name
+                                FROM timescaledb_information.continuous_aggregates
+                                WHERE view_name = %s), %s))
                 """,
-                [name, name],
+                [name, name, name],
             )
             row = cursor.fetchone()
             if row is not None and row[1] == wanted:

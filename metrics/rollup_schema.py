@@ -311,13 +311,14 @@ def drop_rollups(cursor: Any, tier: str) -> None:
 
 # --- tier tsl: policies ------------------------------------------------------------------------
 
-# Refresh windows of the policies. The 1m window reaches back a day so a collector replaying its
-# spool after an outage is folded in by the policy itself; it stays well inside raw retention,
-# because refreshing a range whose raw chunks were dropped would empty those buckets.
+# Refresh policies. Both reach back over the whole raw retention: a range below an aggregate's
+# watermark that was never materialized would otherwise stay invisible (created WITH NO DATA over
+# existing samples, or a collector replaying a long spool), and TimescaleDB only does work where
+# it logged invalidations, so the long window costs little. The 1h end_offset is a whole bucket:
+# the 1h refresh must never run ahead of the 1m one.
 REFRESH_POLICIES = {
-    "1m": {"start_offset": "1 day", "end_offset": "1 minute", "schedule_interval": "1 minute"},
-    # end_offset of a whole bucket: the 1h refresh must never run ahead of the 1m one.
-    "1h": {"start_offset": "3 days", "end_offset": "1 hour", "schedule_interval": "15 minutes"},
+    "1m": {"end_offset": "1 minute", "schedule_interval": "1 minute"},
+    "1h": {"end_offset": "1 hour", "schedule_interval": "15 minutes"},
 }
 # Raw chunks are compressed once late data is unlikely; inserts into them still work, slower.
 COMPRESS_AFTER = "2 days"
@@ -355,9 +356,9 @@ def add_policies(cursor: Any, sample_tables: dict[str, str]) -> None:
             relation = entity.relation(resolution)
             cursor.execute(
                 "SELECT add_continuous_aggregate_policy(%s::regclass, "
-                "start_offset => %s::interval, end_offset => %s::interval, "
+                "start_offset => make_interval(days => %s), end_offset => %s::interval, "
                 "schedule_interval => %s::interval)",
-                [relation, policy["start_offset"], policy["end_offset"], policy["schedule_interval"]],
+                [relation, days["raw"], policy["end_offset"], policy["schedule_interval"]],
             )
             cursor.execute(
                 "SELECT add_retention_policy(%s::regclass, drop_after => make_interval(days => %s))",

@@ -30,8 +30,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
 from django.utils import timezone
+from psycopg.errors import LockNotAvailable
 
 from metrics import backend
 from metrics.rollup_schema import (
@@ -110,6 +111,8 @@ class RefreshResult:
     rows_1m: int = 0
     rows_1h: int = 0
     skipped: str | None = None
+    # tier tsl: aggregates left to a concurrently running policy
+    busy: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         if self.skipped:
@@ -125,6 +128,8 @@ class RefreshResult:
             parts.append(f"recomputed {len(self.recomputed)} range(s) {spans}{more}")
         if self.tier != "tsl":
             parts.append(f"rows 1m={self.rows_1m} 1h={self.rows_1h}")
+        if self.busy:
+            parts.append(f"left to running policies: {', '.join(self.busy)}")
         parts.append(f"in {self.seconds:.3f} s")
         return " ".join(parts)
 
@@ -166,7 +171,9 @@ def _refresh_tsl(cursor: Any, now: datetime, since: datetime | None) -> RefreshR
     end = floor_to(now - END_OFFSET, MINUTE)
     # Stay inside raw retention: refreshing a range whose raw chunks were dropped empties it.
     oldest = floor_to(now - timedelta(days=settings.RETENTION_RAW_DAYS) + HOUR, HOUR)
-    start = max(since, oldest) if since else max(end - timedelta(days=1), oldest)
+    # The whole raw range by default: TimescaleDB only recomputes where it logged invalidations,
+    # and a never-materialized range below the watermark would otherwise stay invisible.
+    start = max(since, oldest) if since else oldest
     start = floor_to(start, MINUTE)
     result = RefreshResult(tier="tsl", materialized_1m=(start, end))
     windows = {"1m": (start, end), "1h": (floor_to(start, HOUR), floor_to(end, HOUR))}
@@ -176,13 +183,35 @@ def _refresh_tsl(cursor: Any, now: datetime, since: datetime | None) -> RefreshR
         if hi <= lo:
             continue
         for entity in ENTITY.values():
-            cursor.execute(
-                "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)",
-                [entity.relation(resolution), lo, hi],
-            )
+            if not call_refresh(cursor, entity.relation(resolution), lo, hi):
+                result.busy.append(entity.relation(resolution))
     if since:
         result.recomputed.append((start, end))
     return result
+
+
+# A refresh policy working on the same aggregate makes refresh_continuous_aggregate fail at once
+# with LockNotAvailable; it is doing our work, so wait for it and then refresh what it left.
+BUSY_RETRIES = 40
+BUSY_WAIT_SECONDS = 0.25
+
+
+def call_refresh(cursor: Any, relation: str, lo: datetime, hi: datetime, *, force: bool = False) -> bool:
+    """CALL refresh_continuous_aggregate, waiting out a concurrent policy; False if it never got in."""
+    for _ in range(BUSY_RETRIES):
+        try:
+            cursor.execute(
+                "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz"
+                + (", force => true)" if force else ")"),
+                [relation, lo, hi],
+            )
+            return True
+        except OperationalError as exc:
+            if not isinstance(exc.__cause__, LockNotAvailable):
+                raise
+            time.sleep(BUSY_WAIT_SECONDS)
+    logger.warning("%s: a concurrent refresh kept it busy; its policy will catch up", relation)
+    return False
 
 
 # --- tiers apache / plain ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any, Union
 from django.db import connection
 from django.utils import timezone
 
-from metrics import backend
+from metrics import backend, rollups
 from metrics.models import Node, NodeSample, Pod, PodSample
 from metrics.rollup_schema import ENTITY, INVALIDATION_TABLE, STATE_TABLE
 
@@ -178,9 +178,8 @@ def reset_rollups() -> None:
                 for entity in ENTITY.values():
                     # force: rewrite buckets whatever TimescaleDB believes is up to date, so
                     # rows of an earlier test (whose raw rows were truncated) disappear.
-                    cursor.execute(
-                        "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz, force => true)",
-                        [entity.relation(resolution), end - timedelta(days=400), end],
+                    assert rollups.call_refresh(
+                        cursor, entity.relation(resolution), end - timedelta(days=400), end, force=True
                     )
             return
         tables = [f"{e.relation(r)}_mat" for e in ENTITY.values() for r in ("1m", "1h")]
