@@ -23,7 +23,6 @@ log = logging.getLogger("collector.snapshot")
 # How often to re-check slow-changing facts (seconds).
 LAYOUT_REFRESH = 60.0
 DISKS_REFRESH = 60.0
-BLKIO_RULE_REFRESH = 300.0
 
 BLKIO_WARNING = (
     "blkio: throttle statistics unavailable on kernel >= 6.10 without a throttle rule; "
@@ -73,11 +72,10 @@ class Collector:
         self._reader: cg.CgroupReader | None = None
         self._layout_at = -1e18
         self._disks: set[str] | None = None
-        self._devices: set[str] | None = None  # major:minor of the counted disks
+        self._devices: dict[str, str] = {}  # counted disk name -> major:minor
         self._disks_at = -1e18
         self._blkio_quirk = False
-        self._blkio_at = -1e18
-        self._blkio_logged = False
+        self._quirk_kernel: bool | None = None
         self._gpu = gpu
 
     # -- slow-changing facts -------------------------------------------------------------------
@@ -107,35 +105,36 @@ class Collector:
         self._disks_at = now
         self._disks = diskstats.whole_disks(self.roots)
         text = read_text(self.roots.proc_path("diskstats"))
-        if text is None:
-            self._devices = None
-            return
-        devices = set()
-        for line in text.splitlines():
+        devices: dict[str, str] = {}
+        for line in (text or "").splitlines():
             f = line.split()
             if len(f) >= 3 and diskstats.is_counted(f[2], self._disks):
-                devices.add(f"{f[0]}:{f[1]}")
+                devices[f[2]] = f"{f[0]}:{f[1]}"
         self._devices = devices
 
-    def _refresh_blkio_quirk(self, now: float) -> None:
+    def _check_blkio_quirk(self, disks: dict[str, tuple[int, int, int, int]] | None) -> None:
+        """Kernels >= 6.10 keep no v1 blkio throttle statistics for a disk until some cgroup
+        gets a throttle rule on it: then pod disk bytes would read zero. Detect it from the data
+        (cgroupv1.unaccounted_disks) and report null plus a warning instead of zeros."""
         layout = self._layout
-        if layout is None or layout.version != 1 or "blkio" not in layout.hierarchies:
+        if layout is None or layout.version != 1 or "blkio" not in layout.hierarchies or not disks:
             self._blkio_quirk = False
             return
-        if now - self._blkio_at < BLKIO_RULE_REFRESH:
+        if self._quirk_kernel is None:
+            release = read_text(self.roots.proc_path("sys", "kernel", "osrelease")) or ""
+            self._quirk_kernel = cgroupv1.kernel_has_blkio_quirk(release)
+        if not self._quirk_kernel:
             return
-        self._blkio_at = now
-        release = read_text(self.roots.proc_path("sys", "kernel", "osrelease")) or ""
-        quirk = cgroupv1.kernel_has_blkio_quirk(release) and not cgroupv1.has_throttle_rule(
-            layout.hierarchies["blkio"]
-        )
-        if quirk and not self._blkio_logged:
-            log.warning("kernel %s keeps no cgroup v1 blkio throttle statistics without a throttle "
-                        "rule; pod and container disk bytes are reported as null", release.strip())
-            self._blkio_logged = True
+        root = read_text(layout.hierarchies["blkio"] + "/blkio.throttle.io_service_bytes_recursive")
+        done = {self._devices[name]: v[1] + v[3] for name, v in disks.items() if name in self._devices}
+        missing = cgroupv1.unaccounted_disks(root, done)
+        quirk = bool(missing)
+        if quirk and not self._blkio_quirk:
+            log.warning("cgroup v1 blkio throttle statistics count nothing on disk(s) %s (kernel "
+                        ">= 6.10 without a throttle rule); pod and container disk bytes are "
+                        "reported as null", ", ".join(missing))
         elif not quirk and self._blkio_quirk:
-            log.info("a blkio throttle rule exists now; pod disk statistics are reported again")
-            self._blkio_logged = False
+            log.info("cgroup v1 blkio throttle statistics count again; pod disk bytes reported")
         self._blkio_quirk = quirk
 
     # -- one reading ---------------------------------------------------------------------------
@@ -147,7 +146,6 @@ class Collector:
         run = self.sources.run
         self._refresh_layout(now)
         self._refresh_disks(now)
-        self._refresh_blkio_quirk(now)
 
         node = NodeReading()
         ticks = run("procstat", procstat.read_stat, self.roots)
@@ -169,9 +167,11 @@ class Collector:
             node.fs_used_bytes, node.fs_capacity_bytes = fs
         node.pressure = run("pressure", self._read_pressure)
 
+        run("blkio_check", self._check_blkio_quirk, node.disks)
         pods: dict[str, cg.PodCgroup] = {}
         if self._reader is not None:
-            read = run("cgroups", self._reader.read, self._devices, not self._blkio_quirk)
+            devices = set(self._devices.values()) if self._devices else None
+            read = run("cgroups", self._reader.read, devices, not self._blkio_quirk)
             pods = read or {}
 
         snap = Snapshot(

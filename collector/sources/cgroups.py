@@ -220,7 +220,9 @@ class CgroupReader:
         self._pod_pid: dict[str, int] = {}
 
     def read(self, devices: set[str] | None, blkio: bool = True) -> dict[str, PodCgroup]:
-        self._host_netns = netns(self.roots, 1)
+        # PID 1's link needs ptrace-read rights on it; without them our own namespace is the
+        # next best reference (the collector's DaemonSet runs with hostNetwork).
+        self._host_netns = netns(self.roots, 1) or netns(self.roots, "self")
         pods: dict[str, PodCgroup] = {}
         seen_ids: set[str] = set()
         for pod in list_pods(self.layout):

@@ -121,33 +121,27 @@ def read_stats(
     return s
 
 
-THROTTLE_RULE_FILES = ("read_bps_device", "write_bps_device", "read_iops_device", "write_iops_device")
+def parse_blkio_per_device(text: str) -> dict[str, int]:
+    """major:minor -> Read + Write bytes (or ops) from a blkio.throttle file."""
+    totals: dict[str, int] = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 3 and f[1] in ("Read", "Write"):
+            totals[f[0]] = totals.get(f[0], 0) + int(f[2])
+    return totals
 
 
-def has_throttle_rule(blkio_root: str, max_dirs: int = 5000) -> bool:
-    """Whether any cgroup under the blkio hierarchy sets a throttle rule on some device.
+def unaccounted_disks(root_text: str | None, disk_bytes: dict[str, int]) -> list[str]:
+    """Disks (major:minor) with I/O in /proc/diskstats but none in the root blkio throttle stats.
 
-    Since Linux 6.10 the throttle statistics are only kept for a disk once some cgroup has a rule
-    on it; without one every blkio.throttle.io_service_bytes reads zero, which must not be
-    reported as "no I/O".
+    Since Linux 6.10 blk-throttle is set up on a disk's queue only when a cgroup first gets a
+    throttle rule for it, and until then no cgroup's throttle statistics count anything on that
+    disk. Measured here: once set up it keeps counting even after the rule is removed, so "is there
+    a rule now" is the wrong test; "does the root cgroup's hierarchical total see the disk's I/O"
+    is the right one, and costs one file read.
     """
-    import os
-
-    stack = [blkio_root]
-    seen = 0
-    while stack and seen < max_dirs:
-        path = stack.pop()
-        seen += 1
-        for name in THROTTLE_RULE_FILES:
-            data = read_bytes(f"{path}/blkio.throttle.{name}")
-            if data and data.strip():
-                return True
-        try:
-            with os.scandir(path) as it:
-                stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
-        except OSError:
-            continue
-    return False
+    root = parse_blkio_per_device(root_text) if root_text is not None else {}
+    return sorted(d for d, done in disk_bytes.items() if done > 0 and root.get(d, 0) == 0)
 
 
 def kernel_has_blkio_quirk(release: str) -> bool:
