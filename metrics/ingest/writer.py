@@ -440,33 +440,13 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
 
             # Samples.
             earliest = start
-            n_containers = 0
-            with cursor.copy(POD_COPY) as copy:
-                if COPY_FORMAT == "BINARY":
-                    copy.set_types(POD_SAMPLE_TYPES)
-                write = copy.write_row
-                for pod in batch.pods:
-                    pod_interval = pod.interval_seconds or interval
-                    pod_start = starts[pod_interval]
-                    earliest = min(earliest, pod_start)
-                    write((pod_ids[pod.uid], node_id, pod_start, pod_interval, pod.namespace, pod.deployment, *_pod_usage(pod)))
+            n_containers = sum(len(pod.containers) for pod in batch.pods)
+            if batch.pods:
+                earliest = min(earliest, _copy_pods(cursor, batch, pod_ids, node_id, starts))
             t4 = tick()
             timings["copy_pods"] = t4 - t3
-            with cursor.copy(CONTAINER_COPY) as copy:
-                if COPY_FORMAT == "BINARY":
-                    copy.set_types(CONTAINER_SAMPLE_TYPES)
-                write = copy.write_row
-                for pod in batch.pods:
-                    pod_id = pod_ids[pod.uid]
-                    pod_interval = pod.interval_seconds or interval
-                    for container in pod.containers:
-                        c_interval = container.interval_seconds or pod_interval
-                        c_start = starts.get(c_interval) or starts.setdefault(
-                            c_interval, end - timedelta(seconds=c_interval)
-                        )
-                        earliest = min(earliest, c_start)
-                        write((container_ids[(pod_id, container.name)], pod_id, c_start, c_interval, *_container_usage(container)))
-                        n_containers += 1
+            if n_containers:
+                earliest = min(earliest, _copy_containers(cursor, batch, pod_ids, container_ids, starts))
             t5 = tick()
             timings["copy_containers"] = t5 - t4
 
@@ -488,11 +468,43 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
     return Stored(duplicate=False, pods=len(batch.pods), containers=n_containers, timings=timings)
 
 
-def pod_sample_rows(batch: Batch, pod_ids: Iterable[int], node_id: int) -> list[tuple[Any, ...]]:
-    """The pod sample rows `store` writes for `batch` (bench/ingest.py's raw COPY uses them)."""
+def _copy_pods(cursor: Any, batch: Batch, pod_ids: dict[str, int], node_id: int, starts: dict[float, datetime]) -> datetime:
+    """COPY the pod samples; returns the earliest start written."""
+    interval = batch.interval_seconds
+    earliest = starts[interval]
+    with cursor.copy(POD_COPY) as copy:
+        if COPY_FORMAT == "BINARY":
+            copy.set_types(POD_SAMPLE_TYPES)
+        write = copy.write_row
+        for pod in batch.pods:
+            pod_interval = pod.interval_seconds or interval
+            pod_start = starts[pod_interval]
+            earliest = min(earliest, pod_start)
+            write((pod_ids[pod.uid], node_id, pod_start, pod_interval, pod.namespace, pod.deployment, *_pod_usage(pod)))
+    return earliest
+
+
+def _copy_containers(
+    cursor: Any,
+    batch: Batch,
+    pod_ids: dict[str, int],
+    container_ids: dict[tuple[int, str], int],
+    starts: dict[float, datetime],
+) -> datetime:
+    """COPY the container samples; returns the earliest start written."""
+    interval = batch.interval_seconds
     end = batch.time.astimezone(timezone.utc)
-    rows = []
-    for pod, pod_id in zip(batch.pods, pod_ids):
-        pod_interval = pod.interval_seconds or batch.interval_seconds
-        rows.append((pod_id, node_id, end - timedelta(seconds=pod_interval), pod_interval, pod.namespace, pod.deployment, *_pod_usage(pod)))
-    return rows
+    earliest = starts[interval]
+    with cursor.copy(CONTAINER_COPY) as copy:
+        if COPY_FORMAT == "BINARY":
+            copy.set_types(CONTAINER_SAMPLE_TYPES)
+        write = copy.write_row
+        for pod in batch.pods:
+            pod_id = pod_ids[pod.uid]
+            pod_interval = pod.interval_seconds or interval
+            for container in pod.containers:
+                c_interval = container.interval_seconds or pod_interval
+                c_start = starts.get(c_interval) or starts.setdefault(c_interval, end - timedelta(seconds=c_interval))
+                earliest = min(earliest, c_start)
+                write((container_ids[(pod_id, container.name)], pod_id, c_start, c_interval, *_container_usage(container)))
+    return earliest

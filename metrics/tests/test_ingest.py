@@ -452,3 +452,15 @@ def test_a_pod_deleted_while_cached_is_written_again_when_its_last_seen_is_refre
     assert PodSample.objects.get(pod=again).time == start + timedelta(seconds=50)
     assert Container.objects.filter(pod=again).count() >= 1
     assert ContainerSample.objects.filter(pod=again, container__pod=again).exists()
+
+
+def test_the_openapi_schema_describes_the_ingest_batch_and_its_answers():
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+
+    operation = schema["paths"]["/api/ingest/"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/IngestBatch"}
+    assert {"200", "201", "400", "401", "403", "413", "415"} <= set(operation["responses"])
+    pod = schema["components"]["schemas"]["IngestPod"]
+    assert "uid" in pod["required"] and pod["additionalProperties"] is False
