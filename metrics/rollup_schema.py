@@ -250,8 +250,8 @@ def _create_tables_and_views(cursor: Any, tier: str) -> None:
                 f"CREATE INDEX {mat}_keys ON {mat} ({', '.join(INDEX_KEYS[entity.name])}, bucket DESC)"
             )
             if tier == "apache":
-                # Chunks let retention drop whole days (or months) instead of deleting rows.
-                chunk = "1 day" if resolution == "1m" else "30 days"
+                # Chunks let retention drop whole days (1m) or weeks (1h) instead of deleting rows.
+                chunk = "1 day" if resolution == "1m" else "7 days"
                 cursor.execute(
                     "SELECT create_hypertable(%s::regclass, 'bucket', "
                     "chunk_time_interval => %s::interval)",
