@@ -57,18 +57,15 @@ def map_rel(rel: str, driver: str, runtime: str) -> str:
 
 def _rewrite_proc_cgroup(text: str, driver: str, runtime: str, v2: bool) -> str:
     lines = []
+    unified = "/"
     for line in text.splitlines():
         hid, ctl, path = line.split(":", 2)
         if "kubepods" in path:
             path = "/" + map_rel(path, driver, runtime)
-        if v2:
-            if hid == "0":
-                lines.append(f"0::{path}")
-        else:
-            lines.append(f"{hid}:{ctl}:{path}")
-    if v2 and not any(line.startswith("0::") for line in lines):
-        lines.append("0::/")
-    return "\n".join(lines) + "\n"
+        if ctl == "memory":
+            unified = path  # on a v2 host the one hierarchy has the path v1's controllers had
+        lines.append(f"{hid}:{ctl}:{path}")
+    return f"0::{unified}\n" if v2 else "\n".join(lines) + "\n"
 
 
 def _copy_non_cgroup(src: Path, dst: Path, driver: str, runtime: str, v2: bool) -> None:
