@@ -77,7 +77,14 @@ class EmbeddedPostgres:
                 ["-w", "-t", "30", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.system_user
             )
         except subprocess.CalledProcessError:
-            pass  # already gone, or not answering: the checks below deal with it
+            # pg_ctl could not do it (e.g. its user lost access to the data folder): SIGINT is
+            # the postmaster's own "fast shutdown", the same thing pg_ctl would have asked for.
+            if _alive(self.postmaster_pid):
+                log("pg_ctl stop failed; sending the postmaster SIGINT (fast shutdown)")
+                try:
+                    os.kill(self.postmaster_pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
         deadline = time.monotonic() + 30
         while _alive(self.postmaster_pid) and time.monotonic() < deadline:
             time.sleep(0.1)
