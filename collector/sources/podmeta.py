@@ -349,7 +349,8 @@ class Metadata:
         missing = set(uids)
         for source in self.sources:
             start = time.perf_counter()
-            source.refresh(bool(missing))
+            # Ask early only for pods that no earlier source knows and this one does not either.
+            source.refresh(bool(missing - source.pods.keys()))
             missing -= source.pods.keys()
             status[f"metadata_{source.name}"] = {
                 "ok": source.error is None, "seconds": round(time.perf_counter() - start, 6),
