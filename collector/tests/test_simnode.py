@@ -319,22 +319,30 @@ def test_the_batches_describe_this_node(node: SimNode, run: Run) -> None:
         assert batch["collector"]["cgroup_driver"] == "cgroupfs"
 
 
-def test_cpu_is_the_quota_and_the_kernels_figure_within_5_percent(run: Run) -> None:
+def test_cpu_is_the_kernels_figure_and_the_quota_within_5_percent(run: Run) -> None:
     w = run.w
-    # The busy loop gets exactly its CFS quota in every interval.
     for batch in run.batches:
         burner_pod = pod_in(batch, w.cpu)
         burner = container_in(burner_pod, "burner")
-        expected = CPU_QUOTA * batch["interval_seconds"]
-        assert within(burner["cpu_seconds"], expected, 0.05), (burner["cpu_seconds"], expected)
         assert burner["cpu_limit_cores"] == pytest.approx(CPU_QUOTA)
         assert burner_pod["cpu_limit_cores"] == pytest.approx(CPU_QUOTA)
         assert burner.get("cpu_throttled_periods", 1) > 0
-    burner = container_in(pod_in(run.batches[1], w.cpu), "burner")
-    kernel_cpu = (run.kernel[1].cpu_burner - run.kernel[0].cpu_burner) / 1e9
-    report("burner cpu_seconds", burner["cpu_seconds"], kernel_cpu,
-           CPU_QUOTA * run.batches[1]["interval_seconds"])
-    assert within(burner["cpu_seconds"], kernel_cpu, 0.05), (burner["cpu_seconds"], kernel_cpu)
+    # Batches 2 and 3 lie between kernel readings taken as batches 1..3 arrived.
+    starved = 0
+    for i in (1, 2):
+        burner = container_in(pod_in(run.batches[i], w.cpu), "burner")
+        kernel_cpu = (run.kernel[i].cpu_burner - run.kernel[i - 1].cpu_burner) / 1e9
+        quota_cpu = CPU_QUOTA * run.batches[i]["interval_seconds"]
+        report(f"burner cpu_seconds (batch {i + 1})", burner["cpu_seconds"], kernel_cpu, quota_cpu)
+        assert within(burner["cpu_seconds"], kernel_cpu, 0.05), (burner["cpu_seconds"], kernel_cpu)
+        # An unbounded loop under a CFS quota uses exactly the quota, unless the machine is so
+        # loaded that it did not even get that (then the kernel says so too, and only the
+        # comparison with the kernel above is meaningful).
+        if within(kernel_cpu, quota_cpu, 0.05):
+            assert within(burner["cpu_seconds"], quota_cpu, 0.05), (burner["cpu_seconds"], quota_cpu)
+        else:
+            starved += 1
+    assert starved < 2, "the busy loop never got its quota: is the machine overloaded?"
 
 
 def test_a_pod_counts_its_containers_once(run: Run) -> None:
