@@ -332,3 +332,19 @@ def test_the_openapi_schema_and_docs_are_served(db, settings):
     assert b"swagger-ui" in docs.content
     # Offline: the UI comes from the sidecar package, not a CDN.
     assert b"/static/drf_spectacular_sidecar/swagger-ui-dist/" in docs.content
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/", "/api/nodes/", "/api/pods/?label=app=web", "/api/namespaces/shop/?window=600",
+            "/api/namespaces/shop/deployments/web/pods/"],
+)
+def test_the_browsable_api_renders_for_a_logged_in_user(cluster, settings, url):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    client = Client()
+    client.force_login(User.objects.create_user("bob", password="x"))
+    response = client.get(url, HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
