@@ -21,8 +21,9 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from metrics.auth import ApiTokenAuthentication, HasIngestScope
+from metrics.auth import HasIngestScope
 from metrics.ingest import writer
+from metrics.ingest.auth import CachedTokenAuthentication
 from metrics.ingest.schema import BatchInvalid, IngestBatch, parse_batch
 
 # Clocks further ahead than this get an X-Kubemonitor-Clock-Skew warning header.
@@ -96,7 +97,7 @@ _Errors = inline_serializer(
 
 
 class IngestView(APIView):
-    authentication_classes = [ApiTokenAuthentication]
+    authentication_classes = [CachedTokenAuthentication]
     permission_classes = [HasIngestScope]
     renderer_classes = [JSONRenderer]
     parser_classes: list[Any] = []  # the body is read by read_body, never by DRF

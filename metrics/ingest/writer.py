@@ -469,19 +469,16 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
 
 
 def _copy_pods(cursor: Any, batch: Batch, pod_ids: dict[str, int], node_id: int, starts: dict[float, datetime]) -> datetime:
-    """COPY the pod samples; returns the earliest start written."""
+    """COPY the pod samples; returns the earliest start written (`starts` holds every start used)."""
     interval = batch.interval_seconds
-    earliest = starts[interval]
     with cursor.copy(POD_COPY) as copy:
         if COPY_FORMAT == "BINARY":
             copy.set_types(POD_SAMPLE_TYPES)
         write = copy.write_row
         for pod in batch.pods:
             pod_interval = pod.interval_seconds or interval
-            pod_start = starts[pod_interval]
-            earliest = min(earliest, pod_start)
-            write((pod_ids[pod.uid], node_id, pod_start, pod_interval, pod.namespace, pod.deployment, *_pod_usage(pod)))
-    return earliest
+            write((pod_ids[pod.uid], node_id, starts[pod_interval], pod_interval, pod.namespace, pod.deployment, *_pod_usage(pod)))
+    return min(starts.values())
 
 
 def _copy_containers(
@@ -494,7 +491,6 @@ def _copy_containers(
     """COPY the container samples; returns the earliest start written."""
     interval = batch.interval_seconds
     end = batch.time.astimezone(timezone.utc)
-    earliest = starts[interval]
     with cursor.copy(CONTAINER_COPY) as copy:
         if COPY_FORMAT == "BINARY":
             copy.set_types(CONTAINER_SAMPLE_TYPES)
@@ -505,6 +501,5 @@ def _copy_containers(
             for container in pod.containers:
                 c_interval = container.interval_seconds or pod_interval
                 c_start = starts.get(c_interval) or starts.setdefault(c_interval, end - timedelta(seconds=c_interval))
-                earliest = min(earliest, c_start)
                 write((container_ids[(pod_id, container.name)], pod_id, c_start, c_interval, *_container_usage(container)))
-    return earliest
+    return min(starts.values())

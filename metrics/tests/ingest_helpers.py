@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from metrics.ingest import auth as ingest_auth
 from metrics.ingest import writer
 from metrics.models import ApiToken
 from metrics.tokens import create_token
@@ -16,10 +17,13 @@ from metrics.tokens import create_token
 
 @pytest.fixture(autouse=True)
 def _fresh_inventory_cache():
-    # The cache is per process; ids from one test's (rolled back) database must not leak into the next.
+    # The caches are per process; ids and tokens from one test's (rolled back) database must not
+    # leak into the next.
     writer.clear_cache()
+    ingest_auth.clear_cache()
     yield
     writer.clear_cache()
+    ingest_auth.clear_cache()
 
 
 @pytest.fixture

@@ -76,3 +76,24 @@ def test_an_ingest_token_stores_and_marks_itself_used(client, ingest_token):
 
     assert response.status_code == 201
     assert ApiToken.objects.get().last_used is not None
+
+
+def test_a_revoked_token_is_refused_once_its_cached_verification_expires(client, ingest_token, monkeypatch):
+    from metrics.ingest import auth as ingest_auth
+
+    assert post(client, ingest_token, batch()).status_code == 201
+    ApiToken.objects.update(revoked=timezone.now())
+    # Within TOKEN_CACHE_SECONDS the verified token is still remembered (documented delay)...
+    later = NodeBatches("worker-1", pods=2, seed=1).batch(tick(20))
+    assert post(client, ingest_token, later).status_code == 201
+
+    monkeypatch.setattr(ingest_auth.time, "monotonic", lambda: 1e12)  # ...and then no longer.
+    latest = NodeBatches("worker-1", pods=2, seed=1).batch(tick(10))
+    assert post(client, ingest_token, latest).status_code == 401
+
+
+def test_a_bad_token_is_never_remembered(client, ingest_token):
+    _, prefix, _secret = ingest_token.split("_", 2)
+    for _ in range(2):
+        response = post(client, None, batch(), HTTP_AUTHORIZATION=f"Bearer km_{prefix}_guessed")
+        assert response.status_code == 401
