@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from metrics import health
+from metrics import dashboard, health
 from metrics.api.urls import urlpatterns as api_urlpatterns
 from metrics.ingest.views import IngestView
 
@@ -17,4 +17,5 @@ urlpatterns = [
     path("api/auth/", include("rest_framework.urls")),
     path("api/ingest/", IngestView.as_view(), name="ingest"),
     path("api/", include(api_urlpatterns)),
+    path("", dashboard.dashboard, name="dashboard"),
 ]

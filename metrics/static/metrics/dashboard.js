@@ -1,0 +1,135 @@
+// Dashboard: nodes and namespaces with their newest usage and a sparkline each, and a larger
+// CPU / memory chart of the row clicked. Everything comes from the read API with the session.
+"use strict";
+
+const MiB = 1024 * 1024;
+const windowSelect = document.getElementById("window");
+
+function fmt(value, digits = 0) {
+  return Number.isFinite(value) ? Number(value).toFixed(digits) : "–";
+}
+
+async function getJSON(url) {
+  const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+  if (!response.ok) throw new Error(`${url}: ${response.status}`);
+  return response.json();
+}
+
+// All pages of a cursor-paginated list.
+async function getAll(url) {
+  const items = [];
+  for (let next = url; next; ) {
+    const page = await getJSON(next);
+    items.push(...page.results);
+    next = page.next;
+  }
+  return items;
+}
+
+function polyline(svg, values, width, height, max) {
+  const ns = "http://www.w3.org/2000/svg";
+  svg.replaceChildren();
+  const known = values.filter((v) => v !== null);
+  if (!known.length) return;
+  const top = max || Math.max(...known) || 1;
+  // Gaps (buckets without data) split the line rather than dropping to zero.
+  let points = [];
+  const flush = () => {
+    if (points.length) {
+      const line = document.createElementNS(ns, "polyline");
+      line.setAttribute("points", points.join(" "));
+      svg.appendChild(line);
+    }
+    points = [];
+  };
+  values.forEach((v, i) => {
+    if (v === null) return flush();
+    const x = values.length > 1 ? (i / (values.length - 1)) * width : width / 2;
+    points.push(`${x.toFixed(1)},${(height - (v / top) * (height - 4) - 2).toFixed(1)}`);
+  });
+  flush();
+  return top;
+}
+
+function sparkline(values) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("viewBox", "0 0 120 24");
+  svg.setAttribute("preserveAspectRatio", "none");
+  polyline(svg, values, 120, 24);
+  return svg;
+}
+
+async function series(url) {
+  const body = await getJSON(`${url}?window=${windowSelect.value}`);
+  return body.series;
+}
+
+function cell(row, text, numeric) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (numeric) td.className = "num";
+  return td;
+}
+
+async function showChart(title, url) {
+  const s = await series(url);
+  document.getElementById("chart-panel").hidden = false;
+  document.getElementById("chart-title").textContent = title;
+  const cpu = s.points.map((p) => p.cpu_millicores);
+  const memory = s.points.map((p) => (p.memory_working_set_bytes === null ? null : p.memory_working_set_bytes / MiB));
+  polyline(document.getElementById("chart-cpu"), cpu, 600, 160);
+  polyline(document.getElementById("chart-memory"), memory, 600, 160);
+  document.getElementById("chart-note").textContent =
+    `${s.points.length} points of ${s.step} s from ${s.source === "raw" ? "raw samples" : s.source + " rollups"}, ${s.start} to ${s.end}`;
+}
+
+async function fillNodes() {
+  const body = document.querySelector("#nodes tbody");
+  body.replaceChildren();
+  for (const node of await getAll("/api/nodes/")) {
+    const row = body.insertRow();
+    row.className = "pick";
+    const u = node.usage || {};
+    cell(row, node.name);
+    cell(row, `${fmt(u.cpu_millicores)} m`, true);
+    cell(row, `${fmt(u.cpu_percent_of_capacity, 1)} %`, true);
+    cell(row, `${fmt(u.memory_working_set_bytes / MiB)} MiB`, true);
+    cell(row, `${fmt(u.memory_percent_of_capacity, 1)} %`, true);
+    const trend = cell(row, "");
+    row.addEventListener("click", () => showChart(`Node ${node.name}`, node.url));
+    series(node.url).then((s) => trend.appendChild(sparkline(s.points.map((p) => p.cpu_millicores))));
+  }
+}
+
+async function fillNamespaces() {
+  const body = document.querySelector("#namespaces tbody");
+  body.replaceChildren();
+  for (const ns of await getAll("/api/namespaces/")) {
+    const row = body.insertRow();
+    row.className = "pick";
+    const u = ns.usage || {};
+    cell(row, ns.name);
+    cell(row, ns.pods, true);
+    cell(row, `${fmt(u.cpu_millicores)} m`, true);
+    cell(row, `${fmt(u.memory_working_set_bytes / MiB)} MiB`, true);
+    const trend = cell(row, "");
+    row.addEventListener("click", () => showChart(`Namespace ${ns.name}`, ns.url));
+    series(ns.url).then((s) => trend.appendChild(sparkline(s.points.map((p) => p.cpu_millicores))));
+  }
+}
+
+async function refresh() {
+  const error = document.getElementById("error");
+  try {
+    error.hidden = true;
+    await Promise.all([fillNodes(), fillNamespaces()]);
+  } catch (e) {
+    error.hidden = false;
+    error.textContent = `Could not load data: ${e.message}`;
+  }
+}
+
+windowSelect.addEventListener("change", refresh);
+refresh();
+setInterval(refresh, 60000);
