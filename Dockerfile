@@ -59,7 +59,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 # Migrations run as their own command (`python manage.py migrate`: the compose `migrate` service,
 # the Kubernetes Job), never on every replica's start.
-CMD ["sh", "-c", "exec gunicorn monitor_site.wsgi -b 0.0.0.0:8000 -w ${WEB_CONCURRENCY} --timeout ${GUNICORN_TIMEOUT} --graceful-timeout 20 --keep-alive 5 --access-logfile - --error-logfile -"]
+CMD ["sh", "-c", "exec gunicorn monitor_site.wsgi -b 0.0.0.0:8000 -w ${WEB_CONCURRENCY} --timeout ${GUNICORN_TIMEOUT} --graceful-timeout 20 --keep-alive 5 --no-control-socket --access-logfile - --error-logfile -"]
 
 # ------------------------------------------------------------------------------ collector
 FROM ${PYTHON_IMAGE} AS collector
