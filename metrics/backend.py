@@ -94,7 +94,9 @@ def probe(cursor_or_connection: Any = None) -> ServerOffer:
         """
         SELECT
             EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
-            current_setting('shared_preload_libraries') ~ '(^|[ ,])timescaledb([ ,]|$)',
+            -- The loader defines this setting only when preloaded; reading
+            -- shared_preload_libraries itself needs a superuser.
+            EXISTS (SELECT 1 FROM pg_settings WHERE name = 'timescaledb.disable_load'),
             (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),
             nullif(current_setting('timescaledb.license', true), '')
         """
@@ -185,8 +187,8 @@ def check_storage_tier(app_configs: Any = None, databases: Any = None, **kwargs:
                 "TimescaleDB is available on the database server but this schema uses plain "
                 "PostgreSQL tables.",
                 hint="The tier is chosen when migration 0002 runs. To switch, migrate the "
-                "metrics app back to 0001 (this rebuilds the sample tables) and forward again, "
-                "or set TIMESCALEDB=off to silence this warning.",
+                "metrics app back to 0001 and forward again (raw samples are kept; rollups older "
+                "than RETENTION_RAW_DAYS are lost), or set TIMESCALEDB=off to silence this.",
                 id="metrics.W001",
             )
         )
@@ -208,14 +210,14 @@ def check_storage_tier(app_configs: Any = None, databases: Any = None, **kwargs:
     elif recorded.tier == "apache" and offer.license == "timescale":
         mismatch = "the TimescaleDB TSL module is now licensed but the schema keeps application-maintained rollups"
     elif recorded.tier in ("tsl", "apache") and setting == "off":
-        mismatch = "TIMESCALEDB=off but the schema was built with TimescaleDB"
+        mismatch = "TIMESCALEDB is now 'off'"
     if mismatch:
         messages.append(
             checks.Warning(
                 f"The schema was built for storage tier {recorded.tier!r}, but {mismatch}.",
                 hint="Migrate the metrics app back to 0001 and forward again to rebuild for "
-                "the database as it is now (raw samples are kept; rollups are recomputed by "
-                "refreshrollups --since).",
+                "the database as it is now. Raw samples are kept and the next refreshrollups "
+                "rebuilds the rollups from them; rollups older than RETENTION_RAW_DAYS are lost.",
                 id="metrics.W002",
             )
         )

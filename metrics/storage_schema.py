@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db.utils import DatabaseError
 
@@ -42,18 +43,15 @@ def choose_and_record_tier(cursor: Any) -> str:
         if offer.extension_version is None:
             database, user = _database_and_user(cursor)
             try:
-                # A savepoint keeps the migration's transaction usable to report the error.
-                cursor.execute("SAVEPOINT km_create_extension")
                 cursor.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-                cursor.execute("RELEASE SAVEPOINT km_create_extension")
-            except DatabaseError as exc:
-                cursor.execute("ROLLBACK TO SAVEPOINT km_create_extension")
+            except (DatabaseError, psycopg.Error) as exc:
+                # The migration's transaction is rolled back; nothing is half-created.
                 raise TimescaleDBUnavailable(
                     f"The database server offers TimescaleDB, but user {user!r} could not create "
                     f"the extension in database {database!r}: {exc}. Either run "
-                    f"`CREATE EXTENSION timescaledb;` as a superuser in {database!r} and run "
-                    "migrate again, or set TIMESCALEDB=off to store samples in plain PostgreSQL "
-                    "tables."
+                    f"`CREATE EXTENSION timescaledb;` in {database!r} as a superuser (or as the "
+                    "database's owner: the extension is trusted) and run migrate again, or set "
+                    "TIMESCALEDB=off to store samples in plain PostgreSQL tables."
                 ) from exc
             created = True
             offer = backend.probe(cursor)

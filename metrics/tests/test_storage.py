@@ -185,3 +185,34 @@ def test_migrations_reverse_to_plain_tables_and_forward_again_keeping_samples():
     # New ids continue after the copied ones.
     more = make_pod_samples(pod, start + timedelta(minutes=30), start + timedelta(minutes=31), 10)
     assert min(s.pk for s in more) > top_id
+
+
+def test_migrate_says_what_to_do_when_it_may_not_create_the_extension():
+    """A role that neither is a superuser nor owns the database cannot create the (trusted)
+    extension: the error names both ways out."""
+    if not backend.probe().extension_available or settings.TIMESCALEDB == "off":
+        pytest.skip("needs a server offering TimescaleDB and TIMESCALEDB=auto")
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    scratch = f"{connection.settings_dict['NAME']}_noext"
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{scratch}"')
+        cursor.execute(f'CREATE DATABASE "{scratch}"')
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = 'km_test_nosuper'")
+        if not cursor.fetchone():
+            cursor.execute("CREATE ROLE km_test_nosuper LOGIN NOSUPERUSER")
+    other = DatabaseWrapper(
+        {**connection.settings_dict, "NAME": scratch, "USER": "km_test_nosuper"}, alias="noext"
+    )
+    try:
+        with other.cursor() as cursor:
+            with pytest.raises(storage_schema.TimescaleDBUnavailable) as failure:
+                storage_schema.choose_and_record_tier(cursor)
+        message = str(failure.value)
+        assert "CREATE EXTENSION timescaledb;" in message
+        assert "superuser" in message and "TIMESCALEDB=off" in message
+        assert "km_test_nosuper" in message and scratch in message
+    finally:
+        other.close()
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{scratch}"')
