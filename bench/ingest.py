@@ -7,8 +7,9 @@
 2. Generates realistic 110-pod batches (2-3 containers per pod, Helm/Deployment labels) for many
    nodes and gzips them before the clock starts, so the load generator costs the server's cores
    almost nothing during the run. Posts them concurrently over keep-alive HTTP, interval after
-   interval, for --duration seconds, after one untimed warm-up interval (first contact of every
-   node writes its whole inventory; steady state is what a running cluster sees).
+   interval, for --duration seconds, after 1 + 2 x workers untimed warm-up intervals (first
+   contact of every node writes its whole inventory, and each worker process has its own
+   inventory cache; steady state is what a running cluster sees).
 3. In the same run, raw binary COPY of the same rows (same pod and container ids, later intervals)
    into the same tables, one transaction per batch from as many processes as gunicorn workers,
    and once more with many batches per COPY: the ceiling.
