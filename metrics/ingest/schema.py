@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import from_json
 
 # Bigint columns hold the integers; anything larger could not be stored.
 BIGINT_MAX = 2**63 - 1
@@ -274,12 +275,34 @@ def check_batch(batch: IngestBatch, now: datetime, raw_retention: timedelta) -> 
     return errors
 
 
+def nul_errors(value: Any, loc: tuple[int | str, ...] = ()) -> dict[str, list[str]]:
+    """Paths of strings (or object keys) containing NUL, which PostgreSQL text and jsonb refuse."""
+    errors: dict[str, list[str]] = {}
+    if isinstance(value, str):
+        if "\x00" in value:
+            errors[error_path(loc)] = ["Must not contain NUL (\\u0000)."]
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            errors.update(nul_errors(item, (*loc, i)))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                errors[error_path((*loc, key, "[key]"))] = ["Must not contain NUL (\\u0000)."]
+            errors.update(nul_errors(item, (*loc, key)))
+    return errors
+
+
 def parse_batch(body: bytes, now: datetime, raw_retention: timedelta) -> IngestBatch:
     """Validate a request body; raises BatchInvalid naming every bad field."""
     try:
         batch = IngestBatch.model_validate_json(body)
     except ValidationError as exc:
         raise BatchInvalid(errors_from(exc)) from None
+    # JSON can carry NUL only as an escape; look closer only when the body has one.
+    if b"\\u0000" in body:
+        errors = nul_errors(from_json(body))
+        if errors:
+            raise BatchInvalid(errors)
     errors = check_batch(batch, now, raw_retention)
     if errors:
         raise BatchInvalid(errors)

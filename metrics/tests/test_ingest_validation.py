@@ -112,6 +112,11 @@ CASES = [
     ("cgroup version 3", set_("collector.cgroup_version", 3), "collector.cgroup_version"),
     ("source without ok", del_("collector.sources.cgroup.ok"), 'collector.sources["cgroup"].ok'),
     ("warnings not strings", set_("warnings", [1]), "warnings[0]"),
+    # PostgreSQL text and jsonb cannot hold NUL: refused up front, not a database error.
+    ("NUL in a pod name", set_("pods[0].name", "a\x00b"), "pods[0].name"),
+    ("NUL in a label value", set_("pods[0].labels", {"app": "\x00"}), 'pods[0].labels["app"]'),
+    ("NUL in a label key", set_("pods[0].labels", {"a\x00": "v"}), 'pods[0].labels["a\x00"](key)'),
+    ("NUL in a warning", set_("warnings", ["x\x00"]), "warnings[0]"),
 ]
 
 
@@ -232,3 +237,35 @@ def test_fuzzed_bodies_never_cause_a_server_error(client, ingest_token):
         assert response.status_code in (200, 201, 400), (response.status_code, response.content)
         if response.status_code == 400:
             assert response.json()["errors"]
+
+
+def _leaves(value: Any, path: tuple = ()) -> list[tuple]:
+    if isinstance(value, dict):
+        return [path] + [leaf for k, v in value.items() for leaf in _leaves(v, (*path, k))]
+    if isinstance(value, list):
+        return [path] + [leaf for i, v in enumerate(value) for leaf in _leaves(v, (*path, i))]
+    return [path]
+
+
+def test_junk_in_any_field_never_causes_a_server_error(client, ingest_token):
+    # Structural fuzzing: any value anywhere replaced by junk of another kind or an edge value.
+    rng = random.Random(99)
+    junk = [None, -1, 0, 1.5, 2**63, 2**63 - 1, 10**30, 1e308, -0.0, "", "x" * 2000, "\x00", "é✓",
+            True, [], {}, [None], {"a": {"b": [1]}}, "2026-11-22T22:40:10Z"]
+    base = NodeBatches("worker-1", pods=3, seed=5).batch(tick(30))
+    leaves = [leaf for leaf in _leaves(base) if leaf]
+    seen: set[int] = set()
+    for i in range(200):
+        batch = json.loads(json.dumps(base))
+        # A new interval each time, so that valid junk reaches the database rather than the
+        # duplicate check.
+        batch["time"] = rfc3339(tick(30) - timedelta(seconds=10 * i))
+        path = rng.choice(leaves)
+        target: Any = batch
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = rng.choice(junk)
+        response = post(client, ingest_token, batch)
+        assert response.status_code in (200, 201, 400), (path, response.status_code, response.content)
+        seen.add(response.status_code)
+    assert seen == {201, 400}  # both valid junk (stored) and invalid junk (refused) were tried
