@@ -268,4 +268,4 @@ def test_junk_in_any_field_never_causes_a_server_error(client, ingest_token):
         response = post(client, ingest_token, batch)
         assert response.status_code in (200, 201, 400), (path, response.status_code, response.content)
         seen.add(response.status_code)
-    assert seen == {201, 400}  # both valid junk (stored) and invalid junk (refused) were tried
+    assert {201, 400} <= seen  # both valid junk (stored) and invalid junk (refused) were tried
