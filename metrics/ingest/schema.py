@@ -260,8 +260,14 @@ def check_batch(batch: IngestBatch, now: datetime, raw_retention: timedelta) -> 
             f"The time is older than the raw retention ({raw_retention.days} days); it would be "
             "deleted at once."
         ]
+    pods = batch.pods
+    # Fast path (every batch): sets; the loop below only runs to name the duplicates.
+    if len({pod.uid for pod in pods}) == len(pods) and all(
+        len({c.name for c in pod.containers}) == len(pod.containers) for pod in pods
+    ):
+        return errors
     seen_uids: dict[str, int] = {}
-    for i, pod in enumerate(batch.pods):
+    for i, pod in enumerate(pods):
         first = seen_uids.setdefault(pod.uid, i)
         if first != i:
             errors[f"pods[{i}].uid"] = [f"Duplicate pod uid; pods[{first}] has the same uid."]
