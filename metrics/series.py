@@ -231,6 +231,10 @@ def resolve_window(
     elif step > max_window_seconds():
         raise SeriesError("step", f"Must be at most {max_window_seconds()} seconds.")
     src = source or source_for_step(step)
+    if source is None and src == "1h" and start < now - _retention(src):
+        raise SeriesError(
+            "start", f"Nothing older than {_retention(src).days} days is kept (RETENTION_1H_DAYS)."
+        )
     if source is None and start < now - _retention(src):
         needed = "60" if src == "raw" else "3600"
         raise SeriesError(

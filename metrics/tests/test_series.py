@@ -90,6 +90,13 @@ def test_it_refuses_minute_rollups_older_than_their_retention(settings):
     assert "multiple of 3600" in exc.value.message
 
 
+def test_it_refuses_a_window_older_than_every_retention(settings):
+    settings.RETENTION_1H_DAYS = 365
+    with pytest.raises(SeriesError) as exc:
+        resolve_window(start=NOW - timedelta(days=400), end=NOW - timedelta(days=399), now=NOW)
+    assert exc.value.param == "start"
+
+
 @pytest.mark.parametrize(
     "window, step, source",
     [(3600, 15, "raw"), (6 * 3600, 120, "1m"), (86400, 300, "1m"), (7 * 86400, 3600, "1h"),
