@@ -213,7 +213,7 @@ class Collector:
 
     def _read_pressure(self) -> CgroupStats | None:
         s = CgroupStats()
-        cgroupv2.read_pressure(self.roots.proc_path("pressure"), s)
+        cgroupv2.read_pressure(self.roots.proc_path("pressure"), s, suffix="")
         return None if s.psi_cpu_some_us is None and s.psi_memory_some_us is None else s
 
     def _read_gpu(self) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, field
 
 from collector.paths import Roots, read_bytes, read_text, readlink
@@ -155,10 +156,16 @@ def list_pods(layout: Layout) -> list[PodCgroup]:
     return pods
 
 
-def read_cgroup(layout: Layout, rel: str, devices: set[str] | None, blkio: bool = True) -> CgroupStats:
+def read_cgroup(layout: Layout, rel: str, devices: set[str] | None, blkio: bool = True,
+                limits: bool = True) -> CgroupStats:
     if layout.version == 2:
-        return cgroupv2.read_stats(layout.hierarchies["unified"] + rel, root=not rel, devices=devices)
-    return cgroupv1.read_stats(layout.hierarchies, rel, devices, blkio=blkio)
+        return cgroupv2.read_stats(layout.hierarchies["unified"] + rel, root=not rel,
+                                   devices=devices, limits=limits)
+    return cgroupv1.read_stats(layout.hierarchies, rel, devices, blkio=blkio, limits=limits)
+
+
+# Limits change only on an in-place resize: re-read them once a minute, not every cycle.
+LIMITS_TTL = 60.0
 
 
 def cgroup_pids(layout: Layout, rel: str) -> list[int]:
@@ -218,6 +225,8 @@ class CgroupReader:
         self._sandbox: dict[str, bool | None] = {}
         self._host_netns: str | None = None
         self._pod_pid: dict[str, int] = {}
+        self._limits: dict[str, tuple[float, float | None, int | None]] = {}
+        self.clock = time.monotonic
 
     def read(self, devices: set[str] | None, blkio: bool = True) -> dict[str, PodCgroup]:
         # PID 1's link needs ptrace-read rights on it; without them our own namespace is the
@@ -226,14 +235,14 @@ class CgroupReader:
         pods: dict[str, PodCgroup] = {}
         seen_ids: set[str] = set()
         for pod in list_pods(self.layout):
-            stats = read_cgroup(self.layout, pod.rel, devices, blkio)
+            stats = self._read_cgroup(pod.rel, devices, blkio)
             if self._vanished(stats, pod.rel):
                 # Listed a moment ago, gone now: the pod was deleted mid-read. Skip it quietly.
                 continue
             pod.stats = stats
             for cid, c in list(pod.containers.items()):
                 seen_ids.add(cid)
-                c.stats = read_cgroup(self.layout, c.rel, devices, blkio)
+                c.stats = self._read_cgroup(c.rel, devices, blkio)
                 if self._vanished(c.stats, c.rel):
                     del pod.containers[cid]
                     continue
@@ -245,7 +254,23 @@ class CgroupReader:
             del self._sandbox[cid]
         for uid in set(self._pod_pid) - pods.keys():
             del self._pod_pid[uid]
+        live = {p.rel for p in pods.values()} | {c.rel for p in pods.values()
+                                                 for c in p.containers.values()}
+        for rel in set(self._limits) - live:
+            del self._limits[rel]
         return pods
+
+    def _read_cgroup(self, rel: str, devices: set[str] | None, blkio: bool) -> CgroupStats:
+        now = self.clock()
+        cached = self._limits.get(rel)
+        fresh = cached is not None and now < cached[0]
+        stats = read_cgroup(self.layout, rel, devices, blkio, limits=not fresh)
+        if fresh:
+            assert cached is not None
+            stats.cpu_limit_cores, stats.mem_limit = cached[1], cached[2]
+        elif stats.mem_usage is not None or stats.cpu_ns is not None:
+            self._limits[rel] = (now + LIMITS_TTL, stats.cpu_limit_cores, stats.mem_limit)
+        return stats
 
     def _vanished(self, stats: CgroupStats, rel: str) -> bool:
         if stats.cpu_ns is not None and stats.mem_usage is not None:

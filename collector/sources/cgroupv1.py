@@ -28,6 +28,31 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
     return values
 
 
+def pick(data: bytes, needles: tuple[bytes, ...]) -> dict[bytes, int]:
+    """Only the wanted keys of a 'key value' file, by search instead of splitting every line.
+
+    `needles` are b"\n<key> "; memory.stat has ~40 lines of which we need three, and this runs
+    for every pod and container every cycle.
+    """
+    buf = b"\n" + data
+    out: dict[bytes, int] = {}
+    for needle in needles:
+        i = buf.find(needle)
+        if i >= 0:
+            start = i + len(needle)
+            end = buf.find(b"\n", start)
+            try:
+                out[needle] = int(buf[start:end] if end >= 0 else buf[start:])
+            except ValueError:
+                continue
+    return out
+
+
+MEMORY_STAT_KEYS = (b"\ntotal_inactive_file ", b"\ntotal_rss ", b"\ntotal_cache ")
+CPU_STAT_KEYS = (b"\nnr_periods ", b"\nnr_throttled ", b"\nthrottled_time ")
+OOM_KEYS = (b"\noom_kill ",)
+
+
 def parse_cfs_limit(quota_text: str | None, period_text: str | None) -> float | None:
     """cpu.cfs_quota_us / cpu.cfs_period_us in cores; quota -1 means unlimited (None)."""
     if quota_text is None or period_text is None:
@@ -72,9 +97,13 @@ def _blkio_file(base: str, name: str) -> str | None:
 
 
 def read_stats(
-    hierarchies: dict[str, str], rel: str, devices: set[str] | None = None, blkio: bool = True
+    hierarchies: dict[str, str], rel: str, devices: set[str] | None = None, blkio: bool = True,
+    limits: bool = True,
 ) -> CgroupStats:
-    """Read one cgroup whose path relative to every hierarchy root is `rel` ('' for the root)."""
+    """Read one cgroup whose path relative to every hierarchy root is `rel` ('' for the root).
+
+    `limits=False` skips the three limit files (the caller keeps them from an earlier cycle).
+    """
     s = CgroupStats()
     cpuacct = hierarchies.get("cpuacct")
     if cpuacct is not None:
@@ -83,13 +112,13 @@ def read_stats(
             s.cpu_ns = int(data)
     cpu = hierarchies.get("cpu")
     if cpu is not None:
-        text = read_text(f"{cpu}{rel}/cpu.stat")
-        if text is not None:
-            st = parse_flat_keyed(text)
-            s.periods = st.get("nr_periods")
-            s.throttled_periods = st.get("nr_throttled")
-            s.throttled_ns = st.get("throttled_time")
-        if rel:  # the root cgroup cannot be limited
+        data = read_bytes(f"{cpu}{rel}/cpu.stat")
+        if data is not None:
+            st = pick(data, CPU_STAT_KEYS)
+            s.periods = st.get(CPU_STAT_KEYS[0])
+            s.throttled_periods = st.get(CPU_STAT_KEYS[1])
+            s.throttled_ns = st.get(CPU_STAT_KEYS[2])
+        if rel and limits:  # the root cgroup cannot be limited
             s.cpu_limit_cores = parse_cfs_limit(
                 read_text(f"{cpu}{rel}/cpu.cfs_quota_us"), read_text(f"{cpu}{rel}/cpu.cfs_period_us")
             )
@@ -97,18 +126,19 @@ def read_stats(
     if memory is not None:
         usage_data = read_bytes(f"{memory}{rel}/memory.usage_in_bytes")
         usage = int(usage_data) if usage_data is not None else None
-        text = read_text(f"{memory}{rel}/memory.stat")
-        stat = parse_flat_keyed(text) if text is not None else {}
+        data = read_bytes(f"{memory}{rel}/memory.stat")
+        stat = pick(data, MEMORY_STAT_KEYS) if data is not None else {}
         s.mem_usage = usage
-        s.mem_working_set = working_set(usage, stat.get("total_inactive_file"))
+        s.mem_working_set = working_set(usage, stat.get(MEMORY_STAT_KEYS[0]))
         # Negative values can appear in racy per-cpu stats; the contract needs >= 0.
-        s.mem_rss = max(stat["total_rss"], 0) if "total_rss" in stat else None
-        s.mem_cache = max(stat["total_cache"], 0) if "total_cache" in stat else None
-        if rel:
+        rss, cache = stat.get(MEMORY_STAT_KEYS[1]), stat.get(MEMORY_STAT_KEYS[2])
+        s.mem_rss = max(rss, 0) if rss is not None else None
+        s.mem_cache = max(cache, 0) if cache is not None else None
+        if rel and limits:
             s.mem_limit = parse_memory_limit(read_text(f"{memory}{rel}/memory.limit_in_bytes"))
-        text = read_text(f"{memory}{rel}/memory.oom_control")
-        if text is not None:
-            s.oom_kills = parse_flat_keyed(text).get("oom_kill")
+        data = read_bytes(f"{memory}{rel}/memory.oom_control")
+        if data is not None:
+            s.oom_kills = pick(data, OOM_KEYS).get(OOM_KEYS[0])
     blk = hierarchies.get("blkio")
     if blk is not None and blkio:
         base = f"{blk}{rel}"

@@ -76,13 +76,17 @@ def test_sigterm_stops_the_loop_cleanly() -> None:
         [sys.executable, "-m", "collector", "--dry-run", "--interval", "1", "--metadata", "none"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
-        time.sleep(2.5)
+        deadline = time.monotonic() + 20
+        seen = ""
+        while "primed counters" not in seen and time.monotonic() < deadline:
+            seen += process.stderr.readline()  # the loop is running once it has primed
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=10)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0
+    err = seen + err
     assert "received SIGTERM, stopping" in err and "Traceback" not in err
     for line in out.splitlines():
         json.loads(line)

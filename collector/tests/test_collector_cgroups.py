@@ -112,16 +112,16 @@ def test_a_pod_removed_while_it_is_read_is_skipped(tmp_path: Path, monkeypatch: 
     real_read = cg.read_cgroup
     gone_dirs = [p for p in (tree / "sys/fs/cgroup").glob(f"*/kubepods/besteffort/pod{GONE}")]
 
-    def read_and_delete(layout: Any, rel: str, *args: Any) -> Any:
+    def read_and_delete(layout: Any, rel: str, *args: Any, **kwargs: Any) -> Any:
         if rel.endswith(f"pod{GONE}"):
             # The kubelet removes the pod between our directory listing and the file reads:
             # the first controller's file is still read, the rest have vanished.
-            stats = real_read(layout, rel, *args)
+            stats = real_read(layout, rel, *args, **kwargs)
             for d in gone_dirs:
                 shutil.rmtree(d)
             stats.mem_usage = None
             return stats
-        return real_read(layout, rel, *args)
+        return real_read(layout, rel, *args, **kwargs)
 
     monkeypatch.setattr(cg, "read_cgroup", read_and_delete)
     pods = reader.read(devices=None)

@@ -248,3 +248,16 @@ def test_v2_root_usage_is_anon_plus_file(tmp_path: Path) -> None:
     stats = cgroupv2.read_stats(str(tmp_path), root=True)
     assert stats.mem_usage == 4000 and stats.mem_working_set == 1500
     assert stats.mem_rss == 1000 and stats.mem_cache == 3000
+
+
+def test_v2_pressure_files_are_read_into_some_and_full_totals() -> None:
+    from collector.sources.cgroupstats import CgroupStats
+
+    stats = CgroupStats()
+    cgroupv2.read_pressure(str(V2 / CG / "kmcap-v2"), stats)
+    expected = cgroupv2.parse_pressure(text(V2 / CG / "kmcap-v2/cpu.pressure"))
+    assert stats.psi_cpu_some_us == expected["some"]
+    assert stats.psi_io_some_us == 0 and stats.psi_io_full_us == 0
+    node = CgroupStats()
+    cgroupv2.read_pressure(str(V2 / "proc/pressure"), node, suffix="")
+    assert node.psi_memory_full_us == cgroupv2.parse_pressure(text(V2 / "proc/pressure/memory"))["full"]
