@@ -153,7 +153,9 @@ class SimNode:
     def cgroup_path(self, controller: str, relative: str) -> Path:
         return Path(self.mounts[controller]) / relative
 
-    def _mkdir_cgroup(self, relative: str, shared: bool = False) -> None:
+    def _mkdir_cgroup(self, relative: str, shared: bool = False) -> bool:
+        """Create the cgroup in every hierarchy; True when it was created here (not there yet)."""
+        created = False
         for controller in CONTROLLERS:
             path = self.cgroup_path(controller, relative)
             try:
@@ -162,7 +164,9 @@ class SimNode:
                 # kubepods and the QoS parents may exist already (another run); never remove them
                 # unless we made them.
                 continue
+            created = True
             self._undo.append((f"rmdir {path}", _rmdir_cgroup(path, shared)))
+        return created
 
     def write(self, controller: str, relative: str, filename: str, value: str) -> None:
         (self.cgroup_path(controller, relative) / filename).write_text(value)
@@ -174,7 +178,10 @@ class SimNode:
                 namespace: str = "sim", host_network: bool = False, veth: bool = False) -> SimPod:
         uid = str(uuid.uuid4())
         for parent in ("kubepods", "kubepods/burstable", "kubepods/besteffort"):
-            self._mkdir_cgroup(parent, shared=True)
+            if self._mkdir_cgroup(parent, shared=True) and parent == "kubepods":
+                # As the kubelet does: kubepods weighs the node's allocatable CPUs, so pods are
+                # not starved by a busy host (1024 shares per CPU).
+                self.write("cpu", parent, "cpu.shares", str(1024 * (os.cpu_count() or 1)))
         parent = {"Guaranteed": "kubepods", "Burstable": "kubepods/burstable",
                   "BestEffort": "kubepods/besteffort"}[qos]
         pod_cgroup = f"{parent}/pod{uid}"
@@ -229,10 +236,13 @@ class SimNode:
         _run(["ip", "-n", pod.netns, "link", "set", "eth0", "up"])
 
     def set_cpu_limit(self, pod: SimPod, container: SimContainer, cores: float) -> None:
+        """A limit (CFS quota) with an equal request (shares), on the pod and the container."""
         quota = str(int(cores * CFS_PERIOD_US))
+        shares = str(max(int(cores * 1024), 2))
         for relative in (pod.cgroup, container.cgroup):
             self.write("cpu", relative, "cpu.cfs_period_us", str(CFS_PERIOD_US))
             self.write("cpu", relative, "cpu.cfs_quota_us", quota)
+            self.write("cpu", relative, "cpu.shares", shares)
 
     def set_memory_limit(self, pod: SimPod, container: SimContainer, limit: int) -> None:
         for relative in (pod.cgroup, container.cgroup):
