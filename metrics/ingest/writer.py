@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 import psycopg
+from django.conf import settings
 from django.db import connection, transaction
 
 from metrics.ingest.schema import IngestBatch as Batch
@@ -36,6 +38,7 @@ except ImportError:  # pragma: no cover - depends on what is merged
 
 # Pods' and containers' last_seen is refreshed when it is this old (see Pod.last_seen).
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)
+_RESOLUTION = LAST_SEEN_RESOLUTION.total_seconds()
 # Binary COPY skips formatting every number as text and parsing it back (measured in bench/ingest.py).
 COPY_FORMAT = "BINARY"
 
@@ -209,22 +212,25 @@ CONTAINER_COPY = (
 # --- inventory cache ------------------------------------------------------------------------------
 
 
-@dataclass
-class _Entry:
-    id: int
-    values: tuple[Any, ...]
-    written: datetime  # last_seen as last written to the row
+# One entry per pod, a plain tuple to stay small (about 0.5 KB per pod with its containers, see
+# bench/ingest.py): (pod id, hash of its inventory values, when its last_seen was written,
+# hash of its containers' (name, runtime id, image), their names, their ids in that order,
+# when their last_seen was written). Times are UNIX seconds.
+_PodEntry = tuple[int, int, float, int, str, tuple[int, ...], float]
 
 
 @dataclass
 class _NodeCache:
     node_id: int
     first_seen: datetime
-    pods: dict[str, _Entry] = field(default_factory=dict)  # by uid
-    containers: dict[tuple[int, str], _Entry] = field(default_factory=dict)  # by (pod id, name)
+    pods: dict[str, _PodEntry] = field(default_factory=dict)  # by uid
 
 
-_cache: dict[str, _NodeCache] = {}
+# Least recently used nodes are forgotten beyond this many: about 70 KB per 110-pod node and
+# worker process (measured), so the default bounds the cache near 140 MB per worker.
+# settings.INGEST_INVENTORY_CACHE_NODES overrides it.
+DEFAULT_CACHED_NODES = 2000
+_cache: OrderedDict[str, _NodeCache] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -232,6 +238,15 @@ def clear_cache() -> None:
     """Forget all cached inventory ids (tests that recreate the database call this)."""
     with _cache_lock:
         _cache.clear()
+
+
+def _remember(node: str, entry: _NodeCache) -> None:
+    with _cache_lock:
+        _cache[node] = entry
+        _cache.move_to_end(node)
+        limit = getattr(settings, "INGEST_INVENTORY_CACHE_NODES", DEFAULT_CACHED_NODES)
+        while len(_cache) > limit:
+            _cache.popitem(last=False)
 
 
 def _touch(cursor: Any, table: str, ids: list[int], last_seen: datetime) -> set[int]:
@@ -269,17 +284,17 @@ class _Duplicate(Exception):
 _KEY_DETAIL = re.compile(r"\((\w+), \"?time\"?\)=\((\d+), ([^)]*)\)")
 
 
-def _conflict_errors(exc: psycopg.Error, batch: Batch, pod_ids: dict[str, int], container_ids: dict[tuple[int, str], int]) -> dict[str, list[str]]:
+def _conflict_errors(exc: psycopg.Error, batch: Batch, pod_ids: list[int], container_ids: list[tuple[int, ...]]) -> dict[str, list[str]]:
     detail = getattr(exc.diag, "message_detail", None) or ""
     match = _KEY_DETAIL.search(detail)
     if match:
         column, key, start = match.group(1), int(match.group(2)), match.group(3)
-        for i, pod in enumerate(batch.pods):
-            pod_id = pod_ids.get(pod.uid)
+        for i, pod_id in enumerate(pod_ids):
             if column == "pod_id" and pod_id == key:
                 return {f"pods[{i}]": [f"A sample of this pod starting at {start} is already stored (overlapping intervals)."]}
-            for j, container in enumerate(pod.containers):
-                if column == "container_id" and container_ids.get((pod_id or -1, container.name)) == key:
+        for i, ids in enumerate(container_ids):
+            for j, container_id in enumerate(ids):
+                if column == "container_id" and container_id == key:
                     return {
                         f"pods[{i}].containers[{j}]": [
                             f"A sample of this container starting at {start} is already stored (overlapping intervals)."
@@ -311,8 +326,8 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
         # Positive: the node's clock is ahead of the server's (its interval "ends" in the future).
         info["clock_skew_seconds"] = round((end - received).total_seconds(), 3)
 
-    pod_ids: dict[str, int] = {}
-    container_ids: dict[tuple[int, str], int] = {}
+    pod_ids: list[int] = []
+    container_ids: list[tuple[int, ...]] = []
     try:
         with transaction.atomic(), connection.cursor() as django_cursor:
             # The psycopg cursor itself: COPY, and no Django wrapper overhead per statement.
@@ -344,97 +359,15 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
             cached = _cache.get(batch.node)
             if cached is None or cached.node_id != node_id or cached.first_seen != node_first_seen:
                 cached = _NodeCache(node_id, node_first_seen)
-            new_cache = _NodeCache(node_id, node_first_seen)
-
-            # Pods: upsert the new and changed ones in one statement, touch the stale ones.
             starts: dict[float, datetime] = {interval: start}
-            upsert: list[tuple[Any, ...]] = []  # new or changed: full upsert
-            touch: list[tuple[Any, ...]] = []  # unchanged, last_seen a minute old: touch it
             for pod in batch.pods:
-                pod_interval = pod.interval_seconds or interval
-                pod_start = starts.get(pod_interval) or starts.setdefault(
-                    pod_interval, end - timedelta(seconds=pod_interval)
-                )
-                values = (
-                    pod.name,
-                    pod.namespace,
-                    node_id,
-                    pod.owner_kind or "",
-                    pod.owner_name or "",
-                    pod.deployment,
-                    pod.qos or "",
-                    pod.labels,
-                    pod.cpu_limit_cores,
-                    pod.memory_limit_bytes,
-                )
-                entry = cached.pods.get(pod.uid)
-                if entry is None or entry.values != values:
-                    upsert.append((pod.uid, values, pod_start))
-                elif end - entry.written < LAST_SEEN_RESOLUTION:  # also a late batch: nothing to do
-                    pod_ids[pod.uid] = entry.id
-                    new_cache.pods[pod.uid] = entry
-                else:
-                    touch.append((pod.uid, entry.id, values, pod_start))
-            if touch:
-                alive = _touch(cursor, "metrics_pod", [row[1] for row in touch], end)
-                for uid, pod_id, values, pod_start in touch:
-                    if pod_id in alive:
-                        pod_ids[uid] = pod_id
-                        new_cache.pods[uid] = _Entry(pod_id, values, end)
-                    else:  # deleted since it was cached (e.g. in the admin): write it again
-                        upsert.append((uid, values, pod_start))
-            if upsert:
-                upsert.sort(key=lambda row: row[0])  # a stable lock order across concurrent batches
-                columns: list[list[Any]] = [[] for _ in _POD_INVENTORY]
-                for uid, values, pod_start in upsert:
-                    row = (uid, *values[:7], json.dumps(values[7]), *values[8:], pod_start, end)
-                    for column, value in zip(columns, row):
-                        column.append(value)
-                by_uid = {uid: values for uid, values, _ in upsert}
-                for pod_id, uid in cursor.execute(POD_SQL, columns).fetchall():
-                    pod_ids[uid] = pod_id
-                    new_cache.pods[uid] = _Entry(pod_id, by_uid[uid], end)
+                for seconds in (pod.interval_seconds, *(c.interval_seconds for c in pod.containers)):
+                    if seconds is not None and seconds not in starts:
+                        starts[seconds] = end - timedelta(seconds=seconds)
+            pod_ids, pod_entries = _pods(cursor, batch, node_id, cached, end, starts)
             t2 = tick()
             timings["pods"] = t2 - t1
-
-            # Containers, the same way.
-            c_upsert: list[tuple[int, str, tuple[str, str], datetime]] = []
-            c_touch: list[tuple[Any, ...]] = []
-            for pod in batch.pods:
-                pod_id = pod_ids[pod.uid]
-                pod_interval = pod.interval_seconds or interval
-                for container in pod.containers:
-                    c_values = (container.id, container.image)
-                    key = (pod_id, container.name)
-                    entry = cached.containers.get(key)
-                    if entry is None or entry.values != c_values:
-                        c_interval = container.interval_seconds or pod_interval
-                        c_start = starts.get(c_interval) or end - timedelta(seconds=c_interval)
-                        c_upsert.append((pod_id, container.name, c_values, c_start))
-                    elif end - entry.written < LAST_SEEN_RESOLUTION:
-                        container_ids[key] = entry.id
-                        new_cache.containers[key] = entry
-                    else:
-                        c_touch.append((key, entry.id, c_values, container.interval_seconds or pod_interval))
-            if c_touch:
-                alive = _touch(cursor, "metrics_container", [row[1] for row in c_touch], end)
-                for key, container_id, c_values, c_interval in c_touch:
-                    if container_id in alive:
-                        container_ids[key] = container_id
-                        new_cache.containers[key] = _Entry(container_id, c_values, end)
-                    else:
-                        c_start = starts.get(c_interval) or end - timedelta(seconds=c_interval)
-                        c_upsert.append((key[0], key[1], c_values, c_start))
-            if c_upsert:
-                c_upsert.sort(key=lambda row: (row[0], row[1]))
-                c_columns: list[list[Any]] = [[], [], [], [], [], []]
-                for pod_id, name, (cid, image), c_start in c_upsert:
-                    for column, value in zip(c_columns, (pod_id, name, cid, image, c_start, end)):
-                        column.append(value)
-                c_by_key = {(p, n): v for p, n, v, _ in c_upsert}
-                for container_id, pod_id, name in cursor.execute(CONTAINER_SQL, c_columns).fetchall():
-                    container_ids[(pod_id, name)] = container_id
-                    new_cache.containers[(pod_id, name)] = _Entry(container_id, c_by_key[(pod_id, name)], end)
+            container_ids, new_cache = _containers(cursor, batch, pod_ids, pod_entries, cached, end)
             t3 = tick()
             timings["containers"] = t3 - t2
 
@@ -454,11 +387,8 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
                 _record_ingested_range(cursor, earliest, end)
             timings["rollup_log"] = tick() - t5
 
-            def remember() -> None:
-                with _cache_lock:
-                    _cache[batch.node] = new_cache
-
-            transaction.on_commit(remember)
+            # Only once committed: a rolled-back batch must leave no ids behind.
+            transaction.on_commit(lambda: _remember(batch.node, new_cache))
             t6 = tick()
         timings["commit"] = tick() - t6
     except _Duplicate:
@@ -468,38 +398,170 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
     return Stored(duplicate=False, pods=len(batch.pods), containers=n_containers, timings=timings)
 
 
-def _copy_pods(cursor: Any, batch: Batch, pod_ids: dict[str, int], node_id: int, starts: dict[float, datetime]) -> datetime:
+def _copy_pods(cursor: Any, batch: Batch, pod_ids: list[int], node_id: int, starts: dict[float, datetime]) -> datetime:
     """COPY the pod samples; returns the earliest start written (`starts` holds every start used)."""
     interval = batch.interval_seconds
     with cursor.copy(POD_COPY) as copy:
         if COPY_FORMAT == "BINARY":
             copy.set_types(POD_SAMPLE_TYPES)
         write = copy.write_row
-        for pod in batch.pods:
+        for pod, pod_id in zip(batch.pods, pod_ids):
             pod_interval = pod.interval_seconds or interval
-            write((pod_ids[pod.uid], node_id, starts[pod_interval], pod_interval, pod.namespace, pod.deployment, *_pod_usage(pod)))
+            write((pod_id, node_id, starts[pod_interval], pod_interval, pod.namespace, pod.deployment, *_pod_usage(pod)))
     return min(starts.values())
 
 
 def _copy_containers(
     cursor: Any,
     batch: Batch,
-    pod_ids: dict[str, int],
-    container_ids: dict[tuple[int, str], int],
+    pod_ids: list[int],
+    container_ids: list[tuple[int, ...]],
     starts: dict[float, datetime],
 ) -> datetime:
     """COPY the container samples; returns the earliest start written."""
     interval = batch.interval_seconds
-    end = batch.time.astimezone(timezone.utc)
     with cursor.copy(CONTAINER_COPY) as copy:
         if COPY_FORMAT == "BINARY":
             copy.set_types(CONTAINER_SAMPLE_TYPES)
         write = copy.write_row
-        for pod in batch.pods:
-            pod_id = pod_ids[pod.uid]
+        for pod, pod_id, ids in zip(batch.pods, pod_ids, container_ids):
             pod_interval = pod.interval_seconds or interval
-            for container in pod.containers:
+            for container, container_id in zip(pod.containers, ids):
                 c_interval = container.interval_seconds or pod_interval
-                c_start = starts.get(c_interval) or starts.setdefault(c_interval, end - timedelta(seconds=c_interval))
-                write((container_ids[(pod_id, container.name)], pod_id, c_start, c_interval, *_container_usage(container)))
+                write((container_id, pod_id, starts[c_interval], c_interval, *_container_usage(container)))
     return min(starts.values())
+
+
+# --- inventory ------------------------------------------------------------------------------------
+
+
+def _pod_fingerprint(pod: Any, node_id: int) -> int:
+    return hash(
+        (
+            pod.name,
+            pod.namespace,
+            node_id,
+            pod.owner_kind,
+            pod.owner_name,
+            pod.deployment,
+            pod.qos,
+            frozenset(pod.labels.items()),
+            pod.cpu_limit_cores,
+            pod.memory_limit_bytes,
+        )
+    )
+
+
+def _pods(
+    cursor: Any, batch: Batch, node_id: int, cached: _NodeCache, end: datetime, starts: dict[float, datetime]
+) -> tuple[list[int], list[tuple[int, float]]]:
+    """Pod ids in batch order, upserting new and changed pods and touching stale ones.
+
+    Returns the ids and, per pod, (fingerprint, when its last_seen was written).
+    """
+    pods = batch.pods
+    end_ts = end.timestamp()
+    ids = [0] * len(pods)
+    entries: list[tuple[int, float]] = [(0, end_ts)] * len(pods)
+    upsert: list[int] = []  # indexes of new or changed pods: full upsert
+    touch: list[int] = []  # unchanged, last_seen a minute old: UPDATE last_seen by id
+    for i, pod in enumerate(pods):
+        fingerprint = _pod_fingerprint(pod, node_id)
+        entry = cached.pods.get(pod.uid)
+        if entry is None or entry[1] != fingerprint:
+            upsert.append(i)
+            entries[i] = (fingerprint, end_ts)
+        elif end_ts - entry[2] < _RESOLUTION:  # also a late batch: nothing to write
+            ids[i] = entry[0]
+            entries[i] = (fingerprint, entry[2])
+        else:
+            ids[i] = entry[0]
+            touch.append(i)
+            entries[i] = (fingerprint, end_ts)
+    if touch:
+        alive = _touch(cursor, "metrics_pod", [ids[i] for i in touch], end)
+        # A pod deleted since it was cached (e.g. in the admin) is written again.
+        upsert.extend(i for i in touch if ids[i] not in alive)
+    if upsert:
+        upsert.sort(key=lambda i: pods[i].uid)  # one lock order for concurrent batches
+        columns: list[list[Any]] = [[] for _ in _POD_INVENTORY]
+        interval = batch.interval_seconds
+        for i in upsert:
+            pod = pods[i]
+            row = (
+                pod.uid,
+                pod.name,
+                pod.namespace,
+                node_id,
+                pod.owner_kind or "",
+                pod.owner_name or "",
+                pod.deployment,
+                pod.qos or "",
+                json.dumps(pod.labels),
+                pod.cpu_limit_cores,
+                pod.memory_limit_bytes,
+                starts[pod.interval_seconds or interval],
+                end,
+            )
+            for column, value in zip(columns, row):
+                column.append(value)
+        index = {pods[i].uid: i for i in upsert}
+        for pod_id, uid in cursor.execute(POD_SQL, columns).fetchall():
+            ids[index[uid]] = pod_id
+    return ids, entries
+
+
+def _containers(
+    cursor: Any,
+    batch: Batch,
+    pod_ids: list[int],
+    pod_entries: list[tuple[int, float]],
+    cached: _NodeCache,
+    end: datetime,
+) -> tuple[list[tuple[int, ...]], _NodeCache]:
+    """Container ids per pod in batch order, upserted or touched like the pods.
+
+    Returns them and the node's new cache (pods and containers), to remember after COMMIT.
+    """
+    pods = batch.pods
+    end_ts = end.timestamp()
+    interval = batch.interval_seconds
+    ids: list[tuple[int, ...]] = [()] * len(pods)
+    fingerprints = [0] * len(pods)
+    names = [""] * len(pods)
+    written = [end_ts] * len(pods)
+    upsert: list[int] = []
+    touch: list[int] = []
+    for i, pod in enumerate(pods):
+        containers = pod.containers
+        fingerprints[i] = hash(tuple((c.name, c.id, c.image) for c in containers))
+        names[i] = "\x00".join(c.name for c in containers)  # NUL is refused in names (schema)
+        if not containers:
+            continue
+        entry = cached.pods.get(pod.uid)
+        if entry is None or entry[0] != pod_ids[i] or entry[3] != fingerprints[i] or entry[4] != names[i]:
+            upsert.append(i)
+        elif end_ts - entry[6] < _RESOLUTION:
+            ids[i] = entry[5]
+            written[i] = entry[6]
+        else:
+            ids[i] = entry[5]
+            touch.append(i)
+    if touch:
+        alive = _touch(cursor, "metrics_container", [c for i in touch for c in ids[i]], end)
+        upsert.extend(i for i in touch if not alive.issuperset(ids[i]))
+    if upsert:
+        rows = sorted(
+            (pod_ids[i], c.name, c.id, c.image, end - timedelta(seconds=c.interval_seconds or pods[i].interval_seconds or interval))
+            for i in upsert
+            for c in pods[i].containers
+        )
+        columns = [list(column) for column in zip(*rows)] + [[end] * len(rows)]
+        by_key = {(pod_id, name): container_id for container_id, pod_id, name in cursor.execute(CONTAINER_SQL, columns).fetchall()}
+        for i in upsert:
+            ids[i] = tuple(by_key[(pod_ids[i], c.name)] for c in pods[i].containers)
+    new_cache = _NodeCache(cached.node_id, cached.first_seen)
+    for i, pod in enumerate(pods):
+        fingerprint, pod_written = pod_entries[i]
+        new_cache.pods[pod.uid] = (pod_ids[i], fingerprint, pod_written, fingerprints[i], names[i], ids[i], written[i])
+    return ids, new_cache

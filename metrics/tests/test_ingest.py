@@ -464,3 +464,15 @@ def test_the_openapi_schema_describes_the_ingest_batch_and_its_answers():
     assert {"200", "201", "400", "401", "403", "413", "415"} <= set(operation["responses"])
     pod = schema["components"]["schemas"]["IngestPod"]
     assert "uid" in pod["required"] and pod["additionalProperties"] is False
+
+
+def test_the_inventory_cache_forgets_the_least_recently_used_nodes(client, ingest_token, django_capture_on_commit_callbacks, settings):
+    from metrics.ingest import writer
+
+    settings.INGEST_INVENTORY_CACHE_NODES = 2
+    end = tick(30)
+    for node in ("worker-1", "worker-2", "worker-3"):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert post(client, ingest_token, NodeBatches(node, pods=1, seed=1).batch(end)).status_code == 201
+
+    assert list(writer._cache) == ["worker-2", "worker-3"]
