@@ -84,7 +84,8 @@ class HttpSink:
 
     def replay(self, deadline: float) -> None:
         replayed = 0
-        while len(self.spool) and time.monotonic() < deadline:
+        stopping = getattr(self.sender, "stopping", lambda: False)
+        while len(self.spool) and time.monotonic() < deadline and not stopping():
             item = self.spool.oldest()
             if item is None:
                 break
@@ -111,6 +112,12 @@ def run(config: Config, sink: Any = None, collector: Collector | None = None,
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
+
+    sender = getattr(sink, "sender", None)
+    if sender is not None:
+        # A shutdown during a retry pause ends the pause; the batch is spooled, not lost.
+        sender.sleep = stop.wait
+        sender.stopping = stop.is_set
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)

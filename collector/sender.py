@@ -68,6 +68,8 @@ class Sender:
         self.sleep = sleep
         self.clock = clock
         self._down_since: float | None = None
+        # Set by the agent on SIGTERM: stop retrying, the batch goes to the spool.
+        self.stopping: Callable[[], bool] = lambda: False
 
     def post_once(self, body: bytes) -> str:
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -108,9 +110,11 @@ class Sender:
                 return outcome
             pause = backoff(attempt)
             attempt += 1
-            if self.clock() + pause + CONNECT_TIMEOUT > deadline:
+            if self.clock() + pause + CONNECT_TIMEOUT > deadline or self.stopping():
                 return "retry"
             self.sleep(pause)
+            if self.stopping():
+                return "retry"
 
     @property
     def down(self) -> bool:

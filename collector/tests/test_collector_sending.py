@@ -193,3 +193,15 @@ def test_dropped_batches_are_reported_in_the_next_batch_warnings(server: Any, tm
     warnings = sink.warnings()
     assert warnings == ["spool: 2 batches dropped since start (spool size limit reached)"]
     assert sink.warnings() == []  # said once, until more are dropped
+
+
+def test_a_shutdown_during_retries_spools_the_batch(server: Any, tmp_path: Path) -> None:
+    sink = sink_for(server, tmp_path)
+    server.default = (503, {})
+    stop = threading.Event()
+    sink.sender.sleep = lambda s: stop.set()  # SIGTERM arrives during the first pause
+    sink.sender.stopping = stop.is_set
+    started = time.monotonic()
+    sink.deliver(batch(10), time.monotonic() + 60)
+    assert time.monotonic() - started < 5
+    assert len(server.received) == 1 and len(sink.spool) == 1
