@@ -170,7 +170,11 @@ class NetworkMixin(models.Model):
 
 
 class NodeSample(SampleBase, NetworkMixin):
-    node = models.ForeignKey(Node, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    # No single-column FK indexes on samples: the (key, time) indexes below serve every lookup
+    # by key, and each extra index is one more insert per row on the ingest hot path.
+    node = models.ForeignKey(
+        Node, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
     cpu_capacity_cores = models.FloatField(null=True, blank=True)
     memory_total_bytes = models.BigIntegerField(null=True, blank=True)
     memory_available_bytes = models.BigIntegerField(null=True, blank=True)
@@ -186,8 +190,12 @@ class NodeSample(SampleBase, NetworkMixin):
 
 
 class PodSample(SampleBase, NetworkMixin):
-    pod = models.ForeignKey(Pod, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
-    node = models.ForeignKey(Node, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    pod = models.ForeignKey(
+        Pod, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+    node = models.ForeignKey(
+        Node, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
     # Copied from the pod so rollups group by them without a join (continuous aggregates
     # cannot join cheaply, and a pod's namespace and Deployment never change).
     namespace = models.CharField(max_length=253)
@@ -209,9 +217,11 @@ class PodSample(SampleBase, NetworkMixin):
 
 class ContainerSample(SampleBase):
     container = models.ForeignKey(
-        Container, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+        Container, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
     )
-    pod = models.ForeignKey(Pod, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    pod = models.ForeignKey(
+        Pod, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
     cpu_limit_cores = models.FloatField(null=True, blank=True)
     memory_limit_bytes = models.BigIntegerField(null=True, blank=True)
     restarts = models.IntegerField(null=True, blank=True)
