@@ -392,3 +392,45 @@ def test_the_reading_has_the_shape_delta_puts_into_the_batch(
     assert node == {"gpu_utilization_percent": 65.0, "gpu_memory_bytes": 42 * GIB}
     assert pods[POD_B]["gpu_memory_bytes"] == 17 * GIB
     assert containers[CTR_B2]["gpu_utilization_percent"] == 40.0
+
+
+def test_gpu_figures_reach_the_batch_of_a_captured_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Snapshot + delta over the captured cgroup v1 node, with NVML answering for two of its
+    processes: the web pod's app container (pid 26081) and its pause container (pid 26064, whose
+    memory counts for the pod but which is never a container row)."""
+    from collector.snapshot import Collector
+    from collector.delta import build_batch
+    from collector.tests.fixture_node import FIXTURES, FixtureNode
+
+    web_uid = "051f3a5c-0d5c-411e-bd16-bd0dc14f6bb7"
+    app_id = "e4a610d89475eb9844291f10ef01147394c5c1a791888eb2efb927685bca1519"
+    device = FakeDevice(
+        uuid="GPU-5d2c1f7a-8a6e-2b1c-93f0-7e4d2a1b9c08", name="NVIDIA A100-SXM4-80GB",
+        memory_total=80 * GIB, memory_used=9 * GIB, gpu_util=35, memory_util=10,
+        compute=[(26081, 8 * GIB), (26064, 256 * MIB)],
+        samples=[(26081, T0 + 1_000_000, 90, 9)],
+    )
+    monkeypatch.setattr(gpu, "load_nvml", lambda: FakeNvml([device]))
+    monkeypatch.setattr(gpu, "_SOURCES", {})
+    node = FixtureNode(tmp_path / "node", monkeypatch)
+    node.collector = Collector(node.roots, gpu=True)
+    tree = FIXTURES / "v1-cgroupfs"
+
+    first = node.take(tree / "t0", 1_795_000_000.0)
+    # NVML keeps sampling between cycles; only samples newer than the last cycle's count.
+    device.samples.append((26081, T0 + 9_000_000, 30, 9))
+    second = node.take(tree / "t1", 1_795_000_010.0)
+    batch = build_batch(first, second, "worker-1", lambda uid: None, 10.0)
+
+    assert batch["node_usage"]["gpu_utilization_percent"] == 35.0
+    assert batch["node_usage"]["gpu_memory_bytes"] == 9 * GIB
+    web = next(p for p in batch["pods"] if p["uid"] == web_uid)
+    assert web["gpu_memory_bytes"] == 8 * GIB + 256 * MIB
+    assert web["gpu_utilization_percent"] == 30.0
+    app = next(c for c in web["containers"] if c["id"].endswith(app_id))
+    assert app["gpu_memory_bytes"] == 8 * GIB and app["gpu_utilization_percent"] == 30.0
+    others = [c for c in web["containers"] if not c["id"].endswith(app_id)]
+    assert others and all("gpu_memory_bytes" not in c for c in others)
+    assert all("gpu_memory_bytes" not in p for p in batch["pods"] if p["uid"] != web_uid)
