@@ -1,7 +1,8 @@
 """Retention per tier: raw samples RETENTION_RAW_DAYS, 1m rollups RETENTION_1M_DAYS, 1h RETENTION_1H_DAYS.
 
 * tsl: TimescaleDB's retention policies (created by migration 0003) do the work; apply() only
-  brings their drop_after in line with the settings when those changed since migrate.
+  brings their drop_after (and the refresh policies' reach) in line with the settings when those
+  changed since migrate.
 * apache: drop_chunks() on the sample hypertables and the materialized rollup hypertables.
 * plain: DELETE in time slices, one short transaction each, oldest first, so no statement holds
   locks or bloats WAL for long.
@@ -20,7 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils import timezone
 
 from metrics import backend
-from metrics.rollup_schema import ENTITY, STATE_TABLE, retention_days
+from metrics.rollup_schema import ENTITY, REFRESH_POLICIES, STATE_TABLE, retention_days
 from metrics.storage_schema import SAMPLE_TABLES
 
 # Width of one DELETE in tier plain.
@@ -103,28 +104,32 @@ def _delete_before(cursor: Any, table: str, column: str, cutoff: datetime, width
     return deleted
 
 
+_JOB_SQL = """
+    SELECT j.job_id, (j.config ->> %s)::interval
+    FROM timescaledb_information.jobs j
+    WHERE j.proc_name = %s
+      -- Versions differ in naming a continuous aggregate's job by its view or by its
+      -- materialization hypertable.
+      AND j.hypertable_name IN (
+          %s,
+          coalesce((SELECT materialization_hypertable_name
+                    FROM timescaledb_information.continuous_aggregates
+                    WHERE view_name = %s), %s))
+"""
+
+
+def _job_setting(cursor: Any, proc: str, key: str, name: str) -> timedelta | None:
+    cursor.execute(_JOB_SQL, [key, proc, name, name, name])
+    row = cursor.fetchone()
+    return row[1] if row else None
+
+
 def _sync_policies(cursor: Any, result: RetentionResult) -> None:
     days = retention_days()
     for kind, names in relations().items():
         wanted = timedelta(days=days[kind])
         for name in names:
-            cursor.execute(
-                """
-                SELECT j.job_id, (j.config ->> 'drop_after')::interval
-                FROM timescaledb_information.jobs j
-                WHERE j.proc_name = 'policy_retention'
-                  -- Versions differ in naming a continuous aggregate's job by its view or
-                  -- by its materialization hypertable.
-                  AND j.hypertable_name IN (
-                      %s,
-                      coalesce((SELECT materialization_hypertable_name
-                                FROM timescaledb_information.continuous_aggregates
-                                WHERE view_name = %s), %s))
-                """,
-                [name, name, name],
-            )
-            row = cursor.fetchone()
-            if row is not None and row[1] == wanted:
+            if _job_setting(cursor, "policy_retention", "drop_after", name) == wanted:
                 continue
             cursor.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [name])
             cursor.execute(
@@ -132,3 +137,20 @@ def _sync_policies(cursor: Any, result: RetentionResult) -> None:
                 [name, wanted],
             )
             result.removed[name] = f"drop_after {days[kind]} days"
+    # The refresh policies reach back exactly over the raw retention (see rollup_schema).
+    reach = timedelta(days=days["raw"])
+    for resolution, policy in REFRESH_POLICIES.items():
+        for entity in ENTITY.values():
+            name = entity.relation(resolution)
+            current = _job_setting(cursor, "policy_refresh_continuous_aggregate", "start_offset", name)
+            if current == reach:
+                continue
+            cursor.execute(
+                "SELECT remove_continuous_aggregate_policy(%s::regclass, if_exists => true)", [name]
+            )
+            cursor.execute(
+                "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s::interval, "
+                "end_offset => %s::interval, schedule_interval => %s::interval)",
+                [name, reach, policy["end_offset"], policy["schedule_interval"]],
+            )
+            result.removed[f"{name} refresh"] = f"start_offset {days['raw']} days"

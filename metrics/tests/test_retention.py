@@ -95,6 +95,8 @@ def test_tsl_retention_policies_follow_the_settings_and_drop_old_chunks(pod):
     with override_settings(RETENTION_RAW_DAYS=5, RETENTION_1M_DAYS=30, RETENTION_1H_DAYS=365):
         result = retention.apply()
         assert result.removed["metrics_podsample"] == "drop_after 5 days"
+        # The refresh policies must not reach back over dropped raw chunks.
+        assert result.removed["metrics_rollup_pod_1m refresh"] == "start_offset 5 days"
         assert retention.apply().removed == {}  # already in line: nothing changes
     with connection.cursor() as cursor:
         cursor.execute(
