@@ -137,7 +137,9 @@ def run(config: Config, sink: Any = None, collector: Collector | None = None,
         if stop.is_set():
             break
         snap = collector.take(tick)
-        snap.sources.update(metadata.refresh(set(snap.pods)))
+        workload_ids = {uid: {cid for cid, c in pod.containers.items() if c.sandbox is False}
+                        for uid, pod in snap.pods.items()}
+        snap.sources.update(metadata.refresh(set(snap.pods), workload_ids))
         if previous is None:
             log.info("primed counters: %d pods", len(snap.pods))
         else:

@@ -117,6 +117,7 @@ class _ListSource:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.pods: dict[str, PodMeta] = {}
+        self.stale: set[str] = set()  # uids whose entry lacks a container seen in the cgroups
         self.clock = clock
         self._listed_at: float | None = None
         self._tried_at = -1e18
@@ -292,6 +293,7 @@ class PodLogsSource:
         self.roots = roots
         self.clock = clock
         self.pods: dict[str, PodMeta] = {}
+        self.stale: set[str] = set()
         self._scanned_at = -1e18
         self.error: str | None = None
 
@@ -343,14 +345,27 @@ class Metadata:
             sources.append(PodLogsSource(roots))
         return cls(sources)
 
-    def refresh(self, uids: set[str]) -> dict[str, dict[str, Any]]:
-        """Refresh what is due; returns per-source status for the batch."""
+    def refresh(self, uids: set[str], containers: dict[str, set[str]] | None = None,
+                ) -> dict[str, dict[str, Any]]:
+        """Refresh what is due; returns per-source status for the batch.
+
+        `containers` (uid -> workload container ids seen in the cgroups) lets a container that
+        started after the last list (a restart) trigger an early re-list, like an unknown pod.
+        """
         status: dict[str, dict[str, Any]] = {}
         missing = set(uids)
+        for uid, ids in (containers or {}).items():
+            meta = self.get(uid)
+            if meta is not None and meta.containers and not ids <= meta.containers.keys():
+                missing.add(uid)
+                for source in self.sources:
+                    if uid in source.pods:
+                        source.stale.add(uid)
         for source in self.sources:
             start = time.perf_counter()
             # Ask early only for pods that no earlier source knows and this one does not either.
-            source.refresh(bool(missing - source.pods.keys()))
+            source.refresh(bool(missing - source.pods.keys() or source.stale & missing))
+            source.stale.clear()
             missing -= source.pods.keys()
             status[f"metadata_{source.name}"] = {
                 "ok": source.error is None, "seconds": round(time.perf_counter() - start, 6),

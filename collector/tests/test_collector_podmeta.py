@@ -150,3 +150,15 @@ def test_the_first_source_that_knows_a_pod_wins(api: Any) -> None:
     assert meta.get(WEB).name == "web-7c9f8d6b5-x2x7q"  # the API's name
     assert meta.get(GONE).name == PODS[8][1]  # only the log directories still know it
     assert meta.get("0a0a0a0a-0000-4000-8000-000000000000") is None
+
+
+def test_a_container_the_list_does_not_know_yet_triggers_an_early_relist(api: Any) -> None:
+    clock = Clock()
+    meta = Metadata([ApiServerSource("worker-1", base_url=api.url, token_path="", clock=clock)])
+    known = set(parse_pod_list(PODLIST)[WEB].containers)
+    meta.refresh({WEB}, {WEB: known})
+    clock.now += 40
+    meta.refresh({WEB}, {WEB: known})
+    assert len(api.requests) == 1
+    meta.refresh({WEB}, {WEB: known | {"f" * 64}})  # a restarted container's new id
+    assert len(api.requests) == 2
