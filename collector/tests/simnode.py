@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +38,8 @@ from typing import Callable
 # The hierarchies the collector reads on a v1 node; pids too, as the kubelet creates it.
 CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids")
 CFS_PERIOD_US = 100_000
+# pid -> the stdout lines of a started process (filled by a reader thread).
+_LINES: dict[int, "queue.Queue[str | None]"] = {}
 
 
 def v1_mounts(mountinfo: str) -> dict[str, str]:
@@ -280,6 +284,10 @@ class SimNode:
         )
         self.processes.append(process)
         self._undo.append((f"kill {process.pid}", lambda p=process: _kill(p)))
+        # Its stdout lines go to a queue, so waiting for one can time out (see wait_for).
+        lines: queue.Queue[str | None] = queue.Queue()
+        _LINES[process.pid] = lines
+        threading.Thread(target=_pump, args=(process, lines), daemon=True).start()
         return process
 
     def start_python(self, pod: SimPod, container: SimContainer, code: str) -> subprocess.Popen:
@@ -397,15 +405,31 @@ sys.stdin.readline()
 """
 
 
-def wait_for(process: subprocess.Popen, word: str, timeout: float = 10.0) -> str:
-    """Read the process's stdout until a line starting with `word`."""
-    deadline = time.monotonic() + timeout
+def _pump(process: subprocess.Popen, lines: queue.Queue[str | None]) -> None:
     assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
+    try:
+        for line in process.stdout:
+            lines.put(line)
+    except ValueError:  # closed by _kill while reading
+        pass
+    lines.put(None)
+
+
+def wait_for(process: subprocess.Popen, word: str, timeout: float = 10.0) -> str:
+    """Wait for a line starting with `word` on the process's stdout."""
+    lines = _LINES[process.pid]
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"workload {process.args!r} did not say {word!r} in {timeout} s")
+        try:
+            line = lines.get(timeout=remaining)
+        except queue.Empty:
+            continue
+        if line is None:
+            process.wait(timeout=5)
             err = process.stderr.read() if process.stderr else ""
             raise RuntimeError(f"workload {process.args!r} exited: {err.strip()}")
         if line.startswith(word):
             return line.strip()
-    raise TimeoutError(f"workload {process.args!r} did not say {word!r}")
