@@ -250,8 +250,13 @@ def test_late_data_for_a_bucket_already_materialized_is_not_counted_twice(cluste
     assert hour[start]["cpu_seconds"] == pytest.approx(0.5 * 3600 + 60.0)
 
 
-@pytest.mark.skipif("backend.storage_tier() == 'tsl'")
+def skip_in_tsl() -> None:
+    if backend.storage_tier() == "tsl":
+        pytest.skip("tier tsl has no application-kept threshold (TimescaleDB tracks invalidations)")
+
+
 def test_samples_after_the_threshold_log_no_invalidation(cluster):
+    skip_in_tsl()
     pod = cluster["pods"]["web-a"]
     start = recent_hour()
     make_pod_samples(pod, start, start + HOUR, 10)
@@ -279,3 +284,41 @@ def test_refresh_refuses_to_run_inside_a_transaction():
     with transaction.atomic():
         with pytest.raises(RuntimeError, match="outside a transaction"):
             rollups.refresh()
+
+
+def test_a_refresh_waits_for_an_ingest_in_flight_so_its_samples_are_not_skipped(cluster):
+    """An ingest that read the old threshold (so logged nothing) must commit before the refresh
+    reads raw data past that threshold, or its samples would never reach the rollups."""
+    skip_in_tsl()
+    import threading
+
+    from django.db import connections
+
+    pod = cluster["pods"]["web-a"]
+    base = rollups.floor_to(timezone.now(), MINUTE) - 30 * MINUTE
+    make_pod_samples(pod, base - 10 * MINUTE, base, 10, cpu_cores=0.5)
+    rollups.refresh(now=base)  # threshold: base - 1 min
+    outcome: dict[str, Any] = {}
+
+    def refresh_in_background() -> None:
+        try:
+            outcome["result"] = rollups.refresh(now=base + 10 * MINUTE)
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        make_pod_samples(pod, base + MINUTE, base + 2 * MINUTE, 10, cpu_cores=1.0)
+        rollups.record_ingested_range(connection, base + MINUTE, base + 2 * MINUTE)
+        assert fetch(f"SELECT count(*) AS n FROM {INVALIDATION_TABLE}")[0]["n"] == 0
+        worker = threading.Thread(target=refresh_in_background)
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive(), "the refresh moved the threshold under an open ingest"
+    worker.join(timeout=30)
+    assert "result" in outcome
+    minute = series("metrics_rollup_pod_1m", "pod_id = %s AND bucket = %s", [pod.pk, base + MINUTE])
+    assert minute[base + MINUTE]["cpu_seconds"] == pytest.approx(60.0)
+    assert fetch(
+        "SELECT count(*) AS n FROM metrics_rollup_pod_1m_mat WHERE pod_id = %s AND bucket = %s",
+        [pod.pk, base + MINUTE],
+    )[0]["n"] == 1
