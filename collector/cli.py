@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Mapping
 
 from collector import __version__
 from collector.config import OPTIONS, Config, attr_name, from_env
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

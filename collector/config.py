@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 METADATA_MODES = ("auto", "apiserver", "kubelet", "podlogs", "none")
@@ -84,12 +85,12 @@ def attr_name(option: Option) -> str:
     return option.flag.lstrip("-").replace("-", "_")
 
 
-def from_env(environ: dict[str, str] | None = None) -> dict[str, object]:
+def from_env(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     """Values set in the environment, converted to their types (ValueError names the variable)."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     values: dict[str, object] = {}
     for option in OPTIONS:
-        raw = environ.get(option.env)
+        raw = env.get(option.env)
         if raw is None or raw == "":
             continue
         try:

@@ -10,6 +10,7 @@ so it counts from zero.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
@@ -98,7 +99,7 @@ def _drop_none(fields: dict[str, Any], required: tuple[str, ...]) -> dict[str, A
     return {k: v for k, v in fields.items() if v is not None or k in required}
 
 
-def _sum_tables(cur: dict[str, tuple[int, ...]] | None, old: dict[str, tuple[int, ...]] | None,
+def _sum_tables(cur: Mapping[str, Sequence[int]] | None, old: Mapping[str, Sequence[int]] | None,
                 width: int) -> list[int] | None:
     """Per-device (or per-interface) deltas, then summed: a reset of one never skews the others."""
     if cur is None or old is None:
@@ -127,7 +128,8 @@ def node_usage(prev: Snapshot, cur: Snapshot) -> dict[str, Any]:
         out["memory_cache_bytes"] = n.root.mem_cache
     disks = _sum_tables(n.disks, p.disks, 4)
     if disks is not None:
-        out["disk_read_ops"], out["disk_read_bytes"], out["disk_write_ops"], out["disk_write_bytes"] = disks[:4]
+        (out["disk_read_ops"], out["disk_read_bytes"], out["disk_write_ops"],
+         out["disk_write_bytes"]) = disks
     net = _sum_tables(n.net, p.net, 8)
     if net is not None:
         out.update(zip(NET_FIELDS, net))
@@ -220,8 +222,8 @@ def pod_row(pod: PodCgroup, old: PodCgroup, meta: PodMetaLike | None,
     if pod.host_network is not None:
         row["host_network"] = pod.host_network
     if pod.net is not None and old.net is not None:
-        for key, new, before in zip(NET_FIELDS, pod.net, old.net):
-            row[key], _ = counter_delta(new, before)
+        for key, new, old_value in zip(NET_FIELDS, pod.net, old.net):
+            row[key], _ = counter_delta(new, old_value)
     names = _name_containers(pod, meta)
     old_names = {n for n, _ in _name_containers(old, meta).values()}
     rows: dict[str, dict[str, Any]] = {}

@@ -13,9 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.paths import Roots, read_text
-from collector.sources import Sources, cgroupv1, cgroupv2
+from collector.sources import (
+    Sources,
+    cgroupv1,
+    cgroupv2,
+    diskstats,
+    filesystem,
+    meminfo,
+    mountinfo,
+    netdev,
+    procstat,
+)
 from collector.sources import cgroups as cg
-from collector.sources import diskstats, filesystem, meminfo, mountinfo, netdev, procstat
 from collector.sources.cgroupstats import CgroupStats
 
 log = logging.getLogger("collector.snapshot")
@@ -179,8 +188,7 @@ class Collector:
             monotonic=now,
             node=node,
             pods=pods,
-            cgroup_version=(self._layout or self._root_layout).version
-            if (self._layout or self._root_layout) else None,
+            cgroup_version=self._root_layout.version if self._root_layout else None,
             cgroup_driver=self._layout.driver if self._layout else None,
             disk_stats_unavailable=self._blkio_quirk,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collector.paths import read_bytes, read_text
 from collector.sources.cgroupstats import CgroupStats, working_set
-from collector.sources.cgroupv1 import parse_flat_keyed, pick
+from collector.sources.cgroupv1 import pick
 
 MEMORY_STAT_KEYS = (b"\nanon ", b"\nfile ", b"\ninactive_file ")
 CPU_STAT_KEYS = (b"\nusage_usec ", b"\nnr_periods ", b"\nnr_throttled ", b"\nthrottled_usec ")

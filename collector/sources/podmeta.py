@@ -280,9 +280,9 @@ def parse_pod_log_dirs(pod_dirs: dict[str, list[str]], container_links: list[str
             continue
         pod, namespace, rest = parts
         container, cid = rest[:-65], rest[-64:]
-        meta = by_name.get((namespace, pod))
-        if meta is not None:
-            meta.containers[cid] = (container, "")
+        owner = by_name.get((namespace, pod))
+        if owner is not None:
+            owner.containers[cid] = (container, "")
     return pods
 
 

@@ -74,7 +74,8 @@ def read_capacity(roots: Roots, root_cpuset_path: str | None) -> float | None:
         text = read_text(root_cpuset_path)
         if text and text.strip():
             allowed = parse_cpu_list(text)
-    if online is None and allowed is None:
-        return None
-    cpus = online if allowed is None else (allowed if online is None else online & allowed)
-    return float(len(cpus))
+    if online is not None and allowed is not None:
+        return float(len(online & allowed))
+    if online is not None:
+        return float(len(online))
+    return float(len(allowed)) if allowed is not None else None

@@ -121,7 +121,8 @@ def test_mountinfo_finds_combined_cpu_cpuacct_and_escaped_paths() -> None:
 
 
 def test_mountinfo_of_a_unified_host_is_v2() -> None:
-    raw = "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n"
+    raw = ("30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 "
+           "rw,nsdelegate,memory_recursiveprot\n")
     mounts = mountinfo.parse_mountinfo(raw)
     assert mounts.version == 2 and mounts.v2 == "/sys/fs/cgroup"
 

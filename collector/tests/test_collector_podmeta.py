@@ -12,8 +12,14 @@ from fixture_node import FIXTURES, RecordedApi, roots_for
 from layouts import V1
 
 from collector.sources import podmeta
-from collector.sources.podmeta import (ApiServerSource, KubeletSource, Metadata, PodLogsSource,
-                                       deployment_from_replicaset, parse_pod_list)
+from collector.sources.podmeta import (
+    ApiServerSource,
+    KubeletSource,
+    Metadata,
+    PodLogsSource,
+    deployment_from_replicaset,
+    parse_pod_list,
+)
 
 PODLIST = (FIXTURES / "api/pods-worker-1.json").read_bytes()
 PODS = [line.split() for line in (V1 / "pods.txt").read_text().splitlines()]
