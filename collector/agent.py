@@ -28,6 +28,8 @@ log = logging.getLogger("collector.agent")
 
 # Leave this much of each interval for the next snapshot.
 SEND_MARGIN = 0.5
+# The longest interval the ingest contract accepts.
+MAX_INTERVAL = 3600.0
 
 
 def next_tick(now: float, interval: float) -> float:
@@ -142,6 +144,11 @@ def run(config: Config, sink: Any = None, collector: Collector | None = None,
         snap.sources.update(metadata.refresh(set(snap.pods), workload_ids))
         if previous is None:
             log.info("primed counters: %d pods", len(snap.pods))
+        elif snap.monotonic - previous.monotonic > MAX_INTERVAL:
+            # Suspended or stalled for over an hour: the server refuses such an interval, and
+            # usage spread over it would say little. Start again from this reading.
+            log.warning("%.0f s since the last reading; priming again",
+                        snap.monotonic - previous.monotonic)
         else:
             batch = build_batch(previous, snap, node, metadata.get, interval, sink.warnings())
             deadline = time.monotonic() + max(interval - SEND_MARGIN, interval / 2) - (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 METADATA_MODES = ("auto", "apiserver", "kubelet", "podlogs", "none")
 
@@ -70,7 +70,6 @@ class Config:
     dry_run: bool = False
     count: int | None = None
     once: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def node(self) -> str:
