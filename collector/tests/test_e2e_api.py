@@ -1,26 +1,31 @@
 """End to end with the real API: collector -> gunicorn + Django -> PostgreSQL -> rollups.
 
-The collector's real agent loop (`python -m collector`, 2 s interval, with a spool) runs over a
-simulated node (simnode.py: real v1 pod cgroups with a CPU burner and a memory holder) and posts
-to the real API server, started as a subprocess against the pytest-django test database. The
-server is stopped for a few cycles and started again; the batches made meanwhile wait in the
-spool and are replayed in order. Then every batch the collector made (its log says which) must be
-stored exactly once, with its pod and container rows, and `refreshrollups` must produce rollups
-whose sums equal the raw sums.
+The collector's real agent loop (`python -m collector`, 2 s interval, with a spool) posts to the
+real API server, started as a subprocess against the pytest-django test database. It runs over
+two nodes in turn: a simulated node (simnode.py: real v1 pod cgroups with a CPU burner and a
+memory holder; skipped where the kernel does not allow it) and the captured cgroup v1 node from
+the fixtures (runs anywhere). The server is stopped for a few cycles and started again; the
+batches made meanwhile wait in the spool and are replayed in order. Then every batch the
+collector made (its log says which) must be stored exactly once, with its pod and container
+rows, and the rollups (after `refreshrollups`, and once every bucket is materialized) must sum to
+exactly the raw sums.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import requests
@@ -28,6 +33,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from collector.tests import simnode
+from collector.tests.fixture_node import FIXTURES
 from collector.tests.simnode import SimNode, SimPod
 from metrics import backend, rollups
 from metrics.models import ContainerSample, Node, NodeSample, Pod, PodSample
@@ -107,17 +113,53 @@ def api(tmp_path: Path) -> Iterator[ApiServer]:
         server.close()
 
 
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[SimNode]:
+@dataclass
+class NodeUnderTest:
+    name: str
+    # Collector flags that point it at this node (roots, pod log dir).
+    args: list[str]
+    # uid -> (name, namespace, workload containers) of the pods it must report.
+    pods: dict[str, tuple[str, str, int]]
+    # pod uid -> cumulative CPU ns from the kernel, where the node is real.
+    cpu_ns: Callable[[str], int] | None = None
+
+
+@pytest.fixture(params=["simulated", "captured"])
+def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NodeUnderTest]:
+    """The simulated node with real workloads (where the kernel allows it), and the captured
+    cgroup v1 node from the fixtures (its counters do not move, but it runs anywhere)."""
+    if request.param == "captured":
+        yield fixture_node(tmp_path)
+        return
     reason = simnode.why_unsupported(tmp_path)
     if reason is not None:
         pytest.skip(f"no simulated node here: {reason}")
     sim = SimNode(tmp_path)
     try:
-        yield sim
+        burner, holder = start_workloads(sim)
+        pods = {p.uid: (p.name, p.namespace, 1) for p in (burner, holder)}
+        by_uid = {p.uid: p for p in (burner, holder)}
+        yield NodeUnderTest(
+            f"e2e-{sim.run_id}", ["--pod-log-dir", str(sim.pod_log_dir)], pods,
+            lambda uid: int(sim.read("cpuacct", by_uid[uid].cgroup, "cpuacct.usage")))
     finally:
         problems = sim.close()
         assert not problems, f"simulated node not fully cleaned up: {problems}"
+
+
+def fixture_node(tmp_path: Path) -> NodeUnderTest:
+    tree = tmp_path / "node"
+    shutil.copytree(FIXTURES / "v1-cgroupfs" / "t1", tree, symlinks=True)
+    pods: dict[str, tuple[str, str, int]] = {}
+    for entry in (tree / "var" / "log" / "pods").iterdir():
+        namespace, name, uid = entry.name.split("_")
+        pods[uid] = (name, namespace, sum(1 for c in entry.iterdir() if c.is_dir()))
+    return NodeUnderTest(
+        f"e2e-fixture-{uuid.uuid4().hex[:6]}",
+        ["--proc-root", str(tree / "proc"), "--sys-root", str(tree / "sys"),
+         "--pod-log-dir", str(tree / "var" / "log" / "pods")],
+        pods,
+    )
 
 
 def spooled(spool: Path) -> int:
@@ -154,28 +196,22 @@ def start_workloads(node: SimNode) -> tuple[SimPod, SimPod]:
     return burner, holder
 
 
-def kernel_cpu_ns(node: SimNode, pod: SimPod) -> int:
-    return int(node.read("cpuacct", pod.cgroup, "cpuacct.usage"))
-
-
 def test_batches_survive_an_api_outage_exactly_once_and_roll_up_to_the_raw_sums(
-    api: ApiServer, node: SimNode, tmp_path: Path
+    api: ApiServer, node: NodeUnderTest, tmp_path: Path
 ) -> None:
     reset_rollups()
-    _, token = create_token(f"e2e-{node.run_id}")
-    burner, holder = start_workloads(node)
-    node_name = f"e2e-{node.run_id}"
+    _, token = create_token(node.name)
+    node_name = node.name
     spool = tmp_path / "spool"
     log_path = tmp_path / "collector.log"
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("KUBEMONITOR_") and k not in ("NODE_NAME", "KUBERNETES_SERVICE_HOST")}
-    kernel_at_start = kernel_cpu_ns(node, burner)
+    kernel_at_start = {uid: node.cpu_ns(uid) for uid in node.pods} if node.cpu_ns else {}
     with log_path.open("w") as log:
         collector = subprocess.Popen(
             [sys.executable, "-m", "collector", "--api-url", api.url, "--token", token,
              "--interval", str(INTERVAL), "--node-name", node_name, "--spool-dir", str(spool),
-             "--pod-log-dir", str(node.pod_log_dir), "--metadata", "podlogs",
-             "--log-level", "DEBUG"],
+             *node.args, "--metadata", "podlogs", "--log-level", "DEBUG"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         try:
@@ -222,31 +258,33 @@ def test_batches_survive_an_api_outage_exactly_once_and_roll_up_to_the_raw_sums(
     # -- with their pod and container rows ---------------------------------------------------------
     node_row = Node.objects.get(name=node_name)
     pods = {p.uid: p for p in Pod.objects.filter(node=node_row)}
-    assert burner.uid in pods and holder.uid in pods
-    assert pods[burner.uid].name == burner.name and pods[burner.uid].namespace == "e2e"
     for end, pod_count in produced.items():
         start = parse_time(end) - timedelta(seconds=INTERVAL)
         assert PodSample.objects.filter(node=node_row, time=start).count() == pod_count, end
-    for pod in (burner, holder):
-        rows = PodSample.objects.filter(pod=pods[pod.uid])
-        assert rows.count() == len(produced)
-        containers = ContainerSample.objects.filter(pod=pods[pod.uid])
-        assert containers.count() == len(produced)  # one workload container; never the pause
-    # Nothing doubled shows in the CPU too: never more than the kernel counted while we ran.
-    burner_cpu = sum(r.cpu_seconds for r in PodSample.objects.filter(pod=pods[burner.uid]))
-    kernel_cpu = (kernel_cpu_ns(node, burner) - kernel_at_start) / 1e9
-    assert 0 < burner_cpu <= kernel_cpu + 1e-6, (burner_cpu, kernel_cpu)
+    for uid, (name, namespace, containers) in node.pods.items():
+        assert (pods[uid].name, pods[uid].namespace) == (name, namespace)
+        assert PodSample.objects.filter(pod=pods[uid]).count() == len(produced)
+        # One row per workload container and batch; never the pause container.
+        assert ContainerSample.objects.filter(pod=pods[uid]).count() == containers * len(produced)
+        if node.cpu_ns is not None:
+            # Nothing doubled shows in the CPU too: never more than the kernel counted meanwhile.
+            stored = sum(r.cpu_seconds for r in PodSample.objects.filter(pod=pods[uid]))
+            counted = (node.cpu_ns(uid) - kernel_at_start[uid]) / 1e9
+            assert stored <= counted + 1e-6, (name, stored, counted)
+    if node.cpu_ns is not None:
+        assert any(r.cpu_seconds > 0 for r in PodSample.objects.filter(node=node_row))
 
     # -- rollups equal the raw sums ------------------------------------------------------------------
     # The command, now: the newest minute is still read live from raw rows through the views.
     call_command("refreshrollups", "--once", "--skip-retention")
-    assert_rollups_equal_raw(node_row.id, len(produced))
+    namespaces = sorted({namespace for _, namespace, _ in node.pods.values()})
+    assert_rollups_equal_raw(node_row.id, len(produced), namespaces)
     # And as the next refreshes will see it once time has passed: every bucket materialized.
     result = rollups.refresh(now=max(stored_ends) + timedelta(minutes=3))
     assert result.skipped is None, result.skipped
     assert result.rows_1m > 0 or backend.storage_tier() == "tsl"
     assert_materialized_through(max(stored_ends))
-    assert_rollups_equal_raw(node_row.id, len(produced))
+    assert_rollups_equal_raw(node_row.id, len(produced), namespaces)
 
 
 def assert_materialized_through(moment: datetime) -> None:
@@ -256,7 +294,7 @@ def assert_materialized_through(moment: datetime) -> None:
     assert state["materialized_1m"] is not None and state["materialized_1m"] >= moment, state
 
 
-def assert_rollups_equal_raw(node_id: int, batches: int) -> None:
+def assert_rollups_equal_raw(node_id: int, batches: int, namespaces: list[str]) -> None:
     backend.clear_cache()
     with connection.cursor() as cursor:
         cursor.execute(
@@ -285,11 +323,15 @@ def assert_rollups_equal_raw(node_id: int, batches: int) -> None:
             rolled_node = cursor.fetchone()
             assert rolled_node[0] == raw_node[0] == batches, resolution
             assert rolled_node[1] == pytest.approx(raw_node[1], rel=1e-9), resolution
-        cursor.execute(
-            "SELECT sum(samples), sum(cpu_seconds) FROM metrics_rollup_namespace_1m "
-            "WHERE namespace = 'e2e'")
-        rolled_ns = cursor.fetchone()
-        cursor.execute("SELECT count(*), sum(cpu_seconds) FROM metrics_podsample WHERE namespace = 'e2e'")
-        raw_ns = cursor.fetchone()
-        assert rolled_ns[0] == raw_ns[0] == 2 * batches
-        assert rolled_ns[1] == pytest.approx(raw_ns[1], rel=1e-9)
+        for namespace in namespaces:
+            cursor.execute(
+                "SELECT sum(samples), sum(cpu_seconds), sum(memory_working_set_byte_seconds) "
+                "FROM metrics_rollup_namespace_1m WHERE namespace = %s", [namespace])
+            rolled_ns = cursor.fetchone()
+            cursor.execute(
+                "SELECT count(*), sum(cpu_seconds), sum(memory_working_set_bytes * interval_seconds) "
+                "FROM metrics_podsample WHERE namespace = %s", [namespace])
+            raw_ns = cursor.fetchone()
+            assert rolled_ns[0] == raw_ns[0] > 0, namespace
+            assert rolled_ns[1] == pytest.approx(raw_ns[1], rel=1e-9), namespace
+            assert rolled_ns[2] == pytest.approx(raw_ns[2], rel=1e-9), namespace
