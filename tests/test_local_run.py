@@ -167,7 +167,12 @@ def checkout() -> Iterator[Path]:
 def test_the_run_command_serves_ingest_and_reads_and_leaves_no_process_behind(checkout: Path) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SECRET_KEY", "PORT")}
+    # A clean slate: no database, no settings or run options from the calling shell.
+    env = {
+        k: v for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "SECRET_KEY", "PORT", "HOST", "NODE_NAME", "ALLOWED_HOSTS")
+        and not k.startswith("KUBEMONITOR_")
+    }
     env["KUBEMONITOR_VENV"] = sys.prefix
     log_path = checkout / "run.log"
     with open(log_path, "wb") as log:
