@@ -421,3 +421,58 @@ def test_every_namespaced_object_lives_in_the_kubemonitor_namespace(docs: list[d
         if d["kind"] not in cluster_scoped:
             assert d["metadata"].get("namespace") == "kubemonitor", f"{d['kind']} {d['metadata']['name']}"
     assert yaml.safe_load((K8S / "kustomization.yaml").read_text())["namespace"] == "kubemonitor"
+
+
+# ---------------------------------------------------------------------------------- image contents
+
+
+def _copy_like_the_dockerfile(dest: Path, sources: list[str]) -> None:
+    import shutil
+
+    ignore = shutil.ignore_patterns("tests", "__pycache__", "*.pyc")
+    for source in sources:
+        path = ROOT / source
+        if path.is_dir():
+            shutil.copytree(path, dest / source, ignore=ignore)
+        else:
+            shutil.copy2(path, dest / source)
+
+
+def test_the_collector_runs_from_its_image_contents_with_only_its_requirements(tmp_path: Path) -> None:
+    _copy_like_the_dockerfile(tmp_path, ["collector"])
+    allowed = set(sys.stdlib_module_names) | {
+        "collector", "requests", "urllib3", "certifi", "idna", "charset_normalizer", "pynvml", "__main__",
+        "_distutils_hack",  # setuptools' .pth hook in this virtualenv, loaded before any code runs
+    }
+    probe = (
+        "import json, runpy, sys\n"
+        "sys.argv = ['collector', '--dry-run', '--count', '1', '--interval', '1', '--spool-dir', sys.argv[1]]\n"
+        "try:\n"
+        "    runpy.run_module('collector', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "spool")], cwd=tmp_path, capture_output=True, text=True,
+        timeout=60, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    batch = json.loads(result.stdout.strip().splitlines()[-1])
+    assert batch["node"] and batch["node_usage"]["memory_total_bytes"] > 0
+    imported = set(json.loads(result.stderr.strip().splitlines()[-1]))
+    assert not imported - allowed, f"the collector image lacks {sorted(imported - allowed)}"
+
+
+def test_the_api_image_build_step_works_with_only_what_the_dockerfile_copies(tmp_path: Path) -> None:
+    _copy_like_the_dockerfile(tmp_path, ["manage.py", "monitor_site", "metrics"])
+    static = tmp_path / "staticfiles"
+    env = {"PATH": os.environ["PATH"], "SECRET_KEY": "collectstatic-only", "STATIC_ROOT": str(static)}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((static / "staticfiles.json").read_text())
+    assert any(name.startswith("admin/") for name in manifest["paths"])
+    assert any(name.startswith("drf_spectacular_sidecar/") for name in manifest["paths"])
