@@ -68,13 +68,15 @@ class Layout:
 
     @property
     def list_root(self) -> str:
-        """The hierarchy in which to list pods (every pod has a memory cgroup on v1)."""
+        """The hierarchy in which to list pods: on v1 cpuacct, whose directories hold the fewest
+        files (listing a pod directory returns its files too), else cpu or memory."""
         h = self.hierarchies
-        return h.get("unified") or h.get("memory") or h.get("cpuacct") or h.get("cpu") or ""
+        return h.get("unified") or h.get("cpuacct") or h.get("cpu") or h.get("memory") or ""
 
     @property
     def procs_root(self) -> str:
-        return self.list_root
+        h = self.hierarchies
+        return h.get("unified") or h.get("memory") or self.list_root
 
 
 def discover(roots: Roots, mounts: CgroupMounts) -> Layout | None:
