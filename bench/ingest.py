@@ -17,23 +17,26 @@
    the per-request breakdown from the Server-Timing header, and CPU seconds by process kind
    (postgres, gunicorn, this script).
 
-`--profile N` instead runs N batches through the view in-process under cProfile and prints the
-top functions (no gunicorn; the database work shows up as time in psycopg calls).
+`--profile N` instead runs N batches through the view in-process under cProfile (CPU time) and
+prints the top functions; `--profile-server` runs the gunicorn workers themselves under cProfile.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import gzip
 import http.client
 import json
 import multiprocessing
 import os
 import queue
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -229,18 +232,22 @@ def post_all(port: int, token: str, bodies: list[bytes], concurrency: int, durat
     return results, time.perf_counter() - start
 
 
-def start_gunicorn(env: dict[str, str], port: int, workers: int, worker_class: str, threads: int) -> subprocess.Popen:
+def start_gunicorn(env: dict[str, str], port: int, workers: int, worker_class: str, threads: int, profile_dir: str | None = None) -> subprocess.Popen:
     cmd = [
         str(Path(sys.executable).parent / "gunicorn"),
         "monitor_site.wsgi",
         "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers),
         "--worker-class", worker_class,
-        "--threads", str(threads),
+        # gunicorn silently turns sync workers into gthread ones when --threads > 1.
+        "--threads", str(threads if worker_class == "gthread" else 1),
         "--keep-alive", "30",
         "--timeout", "120",
         "--log-level", "warning",
     ]
+    if profile_dir:
+        cmd += ["--config", str(ROOT / "bench" / "gunicorn_profile.py")]
+        env = dict(env, KM_PROFILE_DIR=profile_dir)
     process = subprocess.Popen(cmd, cwd=ROOT, env=env)
     for _ in range(200):
         if process.poll() is not None:
@@ -259,7 +266,13 @@ def start_gunicorn(env: dict[str, str], port: int, workers: int, worker_class: s
 # --- raw COPY ceiling -----------------------------------------------------------------------------
 
 
-def _raw_copy_worker(args: tuple[str, list[tuple[list, list]], list[datetime], int, float, Any]) -> tuple[int, int, int, float]:
+def process_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _raw_copy_worker(args: tuple[str, list[tuple[list, list]], list[datetime], int, float, Any]) -> tuple[int, int, int, float, float]:
     """COPY the rows of whole batches (one transaction each, or `group` batches per COPY)."""
     import psycopg
 
@@ -273,7 +286,9 @@ def _raw_copy_worker(args: tuple[str, list[tuple[list, list]], list[datetime], i
     url, nodes, starts, group, duration, barrier = args
     pods = containers = batches = 0
     with psycopg.connect(url.replace("postgres://", "postgresql://")) as conn:
+        backend = conn.info.backend_pid
         barrier.wait()
+        cpu0 = time.process_time() + process_cpu(backend)
         t0 = time.perf_counter()
         deadline = t0 + duration
         jobs = [(start, node) for start in starts for node in nodes]
@@ -295,7 +310,10 @@ def _raw_copy_worker(args: tuple[str, list[tuple[list, list]], list[datetime], i
                             copy.write_row((*head, start, *tail))
                         containers += len(container_rows)
             batches += len(chunk)
-        return batches, pods, containers, time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        # This process and its PostgreSQL backend (gone from /proc once the connection closes).
+        cpu = time.process_time() + process_cpu(backend) - cpu0
+        return batches, pods, containers, elapsed, cpu
 
 
 def raw_rows(url: str, batches: dict[str, dict[str, Any]]) -> dict[str, tuple[list, list]]:
@@ -327,8 +345,9 @@ def raw_rows(url: str, batches: dict[str, dict[str, Any]]) -> dict[str, tuple[li
     return rows
 
 
-def raw_copy(url: str, rows: dict[str, tuple[list, list]], first: datetime, interval: float, processes: int, group: int, duration: float) -> tuple[float, float, float]:
-    """Returns (batches/s, pod samples/s, rows/s)."""
+def raw_copy(url: str, rows: dict[str, tuple[list, list]], first: datetime, interval: float, processes: int, group: int, duration: float, database: str) -> tuple[float, float, float, float]:
+    """Returns (batches/s, pod samples/s, rows/s, CPU seconds per batch: client + PostgreSQL)."""
+    shared0 = cpu_by_kind(set(), database)["postgres (shared: wal, checkpoints)"]
     nodes = list(rows.values())
     per = [nodes[i::processes] for i in range(processes)]
     # Enough intervals that no process runs out before the deadline; each later than any used so far.
@@ -337,11 +356,13 @@ def raw_copy(url: str, rows: dict[str, tuple[list, list]], first: datetime, inte
     barrier = ctx.Manager().Barrier(processes)
     with ctx.Pool(processes) as pool:
         results = pool.map(_raw_copy_worker, [(url, part, starts, group, duration, barrier) for part in per])
+    shared = cpu_by_kind(set(), database)["postgres (shared: wal, checkpoints)"] - shared0
     seconds = max(r[3] for r in results)
     batches = sum(r[0] for r in results)
     pods = sum(r[1] for r in results)
     containers = sum(r[2] for r in results)
-    return batches / seconds, pods / seconds, (pods + containers) / seconds
+    cpu = sum(r[4] for r in results) + shared
+    return batches / seconds, pods / seconds, (pods + containers) / seconds, cpu / batches
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -421,6 +442,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--profile", type=int, metavar="N", help="profile N batches in-process instead")
+    parser.add_argument("--profile-server", action="store_true", help="run the gunicorn workers under cProfile and print where their CPU went")
     args = parser.parse_args()
 
     url = database_url(args.database)
@@ -461,7 +483,8 @@ def main() -> None:
         with socket.socket() as probe:  # other engineers run servers on the usual ports
             probe.bind(("127.0.0.1", 0))
             args.port = probe.getsockname()[1]
-    server = start_gunicorn(env, args.port, args.workers, args.worker_class, args.threads)
+    profile_dir = tempfile.mkdtemp(prefix="km-ingest-profile-") if args.profile_server else None
+    server = start_gunicorn(env, args.port, args.workers, args.worker_class, args.threads, profile_dir)
     try:
         gunicorn_pids = children_of(server.pid)
         # Each worker process keeps its own inventory cache, and requests land on workers at
@@ -483,6 +506,17 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
 
+    if profile_dir:
+        import pstats
+
+        files = sorted(glob.glob(os.path.join(profile_dir, "*.prof")))
+        if files:
+            stats = pstats.Stats(*files)
+            print(f"\n== gunicorn workers under cProfile (CPU time; figures above are slowed by the profiler): {len(files)} workers, {len(results)} timed + {len(warm)} warm-up requests")
+            stats.sort_stats("cumulative").print_stats(40)
+            stats.sort_stats("tottime").print_stats(25)
+        shutil.rmtree(profile_dir, ignore_errors=True)
+
     statuses = defaultdict(int)
     for r in results:
         statuses[r[0]] += 1
@@ -503,8 +537,9 @@ def main() -> None:
     print(f"   latency p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p95 {latencies[int(len(latencies) * 0.95)] * 1000:.1f} ms")
     busy = (all1 - all0) - (idle1 - idle0)
     print(f"   machine CPU busy {busy / elapsed:.2f} of {os.cpu_count()} cores; CPU seconds per batch by process:")
-    for kind in ("gunicorn", "postgres (bench backends)", "postgres (shared: wal, checkpoints)", "bench (this script)"):
+    for kind in ("gunicorn", "postgres (bench backends)", "postgres (shared: wal, checkpoints)", "bench (this script)"):  # noqa: E501
         print(f"     {kind:38s} {(cpu1[kind] - cpu0[kind]) / len(ok) * 1000:6.2f} ms")
+    e2e_cpu = sum(cpu1[k] - cpu0[k] for k in ("gunicorn", "postgres (bench backends)", "postgres (shared: wal, checkpoints)", "bench (this script)")) / len(ok)
     print("   server-side time per request (Server-Timing means, wall ms, in a worker thread):")
     for name, ms in breakdown(results):
         print(f"     {name:16s} {ms:6.2f}")
@@ -515,13 +550,20 @@ def main() -> None:
     later = ends[-1] + step * 20
     print()
     print(f"== raw binary COPY of the same rows into the same tables, {args.workers} processes, {args.duration:.0f} s each")
-    b1, p1, r1 = raw_copy(url, rows, later, args.interval, args.workers, 1, args.duration)
-    print(f"   one transaction per batch:     {b1:7.1f} batches/s, {p1:9,.0f} pod samples/s, {r1:9,.0f} rows/s")
+    b1, p1, r1, c1 = raw_copy(url, rows, later, args.interval, args.workers, 1, args.duration, args.database)
+    print(f"   one transaction per batch:     {b1:7.1f} batches/s, {p1:9,.0f} pod samples/s, {r1:9,.0f} rows/s; {c1 * 1000:5.2f} ms CPU per batch (client + postgres)")
     later += step * 4000
-    b2, p2, r2 = raw_copy(url, rows, later, args.interval, args.workers, 50, args.duration)
-    print(f"   50 batches per COPY:           {b2:7.1f} batches/s, {p2:9,.0f} pod samples/s, {r2:9,.0f} rows/s")
+    b2, p2, r2, c2 = raw_copy(url, rows, later, args.interval, args.workers, 50, args.duration, args.database)
+    print(f"   50 batches per COPY:           {b2:7.1f} batches/s, {p2:9,.0f} pod samples/s, {r2:9,.0f} rows/s; {c2 * 1000:5.2f} ms CPU per batch (client + postgres)")
     print()
     print(f"== ratio end to end / raw COPY: {e2e_pods / p1 * 100:.0f} % of per-batch COPY, {e2e_pods / p2 * 100:.0f} % of bulk COPY")
+    # Throughput on a shared machine depends on what else runs; CPU per batch much less so.
+    print(
+        f"   by CPU per batch (independent of other load): end to end {e2e_cpu * 1000:.2f} ms, raw COPY {c1 * 1000:.2f} ms "
+        f"per batch / {c2 * 1000:.2f} ms bulk -> {c1 / e2e_cpu * 100:.0f} % / {c2 / e2e_cpu * 100:.0f} %; "
+        f"on {os.cpu_count()} otherwise idle cores that is about {os.cpu_count() / e2e_cpu * args.pods:,.0f} pod samples/s end to end "
+        f"and {os.cpu_count() / c1 * args.pods:,.0f} / {os.cpu_count() / c2 * args.pods:,.0f} for raw COPY"
+    )
     print(f"load after: {Path('/proc/loadavg').read_text().strip()}")
 
 

@@ -146,7 +146,7 @@ WITH node AS (
     INSERT INTO metrics_node
         (name, first_seen, last_seen, cpu_capacity_cores, memory_total_bytes, fs_capacity_bytes,
          collector_info)
-    VALUES (%s::text, %s::timestamptz, %s::timestamptz, %s::float8, %s::int8, %s::int8, %s::jsonb)
+    VALUES (%b::text, %b::timestamptz, %b::timestamptz, %b::float8, %b::int8, %b::int8, %b::jsonb)
     ON CONFLICT (name) DO UPDATE SET
         first_seen = LEAST(metrics_node.first_seen, EXCLUDED.first_seen),
         {_newer("metrics_node", "cpu_capacity_cores", keep_old_when_null=True)},
@@ -157,7 +157,7 @@ WITH node AS (
     RETURNING id, first_seen
 ), sample AS (
     INSERT INTO metrics_nodesample ({", ".join(_NODE_SAMPLE_COLUMNS)})
-    SELECT node.id, {", ".join(f"%s::{_pg_type(c)}" for c in _NODE_SAMPLE_COLUMNS[1:])} FROM node
+    SELECT node.id, {", ".join(f"%b::{_pg_type(c)}" for c in _NODE_SAMPLE_COLUMNS[1:])} FROM node
     ON CONFLICT (node_id, time) DO NOTHING
     RETURNING 1
 )
@@ -183,7 +183,7 @@ _POD_SELECT = ", ".join(f"u.{c}::jsonb" if c == "labels" else f"u.{c}" for c, _ 
 POD_SQL = f"""
 INSERT INTO metrics_pod ({", ".join(c for c, _ in _POD_INVENTORY)})
 SELECT {_POD_SELECT}
-FROM unnest({", ".join(f"%s::{t}[]" for _, t in _POD_INVENTORY)}) AS u({", ".join(c for c, _ in _POD_INVENTORY)})
+FROM unnest({", ".join(f"%b::{t}[]" for _, t in _POD_INVENTORY)}) AS u({", ".join(c for c, _ in _POD_INVENTORY)})
 ON CONFLICT (uid) DO UPDATE SET
     {", ".join(_newer("metrics_pod", c) for c, _ in _POD_INVENTORY[1:11])},
     first_seen = LEAST(metrics_pod.first_seen, EXCLUDED.first_seen),
@@ -193,7 +193,7 @@ RETURNING id, uid
 
 CONTAINER_SQL = f"""
 INSERT INTO metrics_container (pod_id, name, container_id, image, first_seen, last_seen)
-SELECT * FROM unnest(%s::int8[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])
+SELECT * FROM unnest(%b::int8[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[])
 ON CONFLICT (pod_id, name) DO UPDATE SET
     {_newer("metrics_container", "container_id")},
     {_newer("metrics_container", "image")},
@@ -252,7 +252,7 @@ def _remember(node: str, entry: _NodeCache) -> None:
 def _touch(cursor: Any, table: str, ids: list[int], last_seen: datetime) -> set[int]:
     """Refresh last_seen of unchanged rows; returns the ids still there (not deleted meanwhile)."""
     rows = cursor.execute(
-        f"UPDATE {table} SET last_seen = GREATEST(last_seen, %s) WHERE id = ANY(%s) RETURNING id",
+        f"UPDATE {table} SET last_seen = GREATEST(last_seen, %b) WHERE id = ANY(%b::int8[]) RETURNING id",
         [last_seen, sorted(ids)],
     ).fetchall()
     return {row[0] for row in rows}
@@ -330,9 +330,13 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
     container_ids: list[tuple[int, ...]] = []
     try:
         with transaction.atomic(), connection.cursor() as django_cursor:
-            # The psycopg cursor itself: COPY, and no Django wrapper overhead per statement.
-            # (A server-side-binding cursor, which would prepare the statements, measured no faster.)
-            cursor = django_cursor.cursor
+            # A psycopg cursor with server-side binding on Django's connection (same transaction),
+            # for COPY and the statements below: their parameters go in binary (%b), apart from
+            # the SQL. Django's default client-side cursor would quote every value into the SQL
+            # text, which for the inventory arrays cost about 4 ms of CPU per statement against
+            # 1 ms (bench/ingest.py --profile-server). Nothing is prepared (Django sets
+            # prepare_threshold to None), so poolers in transaction mode stay safe.
+            cursor = psycopg.Cursor(django_cursor.cursor.connection)
             t0 = tick()
             node_row = cursor.execute(
                 NODE_SQL,
