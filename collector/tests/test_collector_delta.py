@@ -176,3 +176,23 @@ def test_real_throttle_statistics_are_reported_as_numbers(tmp_path: Path, monkey
     assert "warnings" not in batch
     [pod] = batch["pods"]
     assert pod["disk_write_bytes"] == 8 << 20  # the 8 MiB written with O_DIRECT
+
+
+def test_a_failing_source_is_reported_and_logged_once_while_the_cycle_goes_on(
+        tmp_path: Path, monkeypatch: Any, caplog: Any) -> None:
+    from collector.sources import diskstats
+
+    def broken(*_args: Any) -> None:
+        raise ValueError("unexpected diskstats line")
+
+    node = FixtureNode(tmp_path / "node", monkeypatch)
+    monkeypatch.setattr(diskstats, "read_diskstats", broken)
+    with caplog.at_level(logging.WARNING, logger="collector.sources"):
+        snaps = [node.take(V1 / t, 1_795_000_000.0 + 10 * i) for i, t in enumerate(("t0", "t1", "t1"))]
+    batch = build_batch(snaps[1], snaps[2], "worker-1", no_meta, 10.0)
+    assert batch["collector"]["sources"]["diskstats"] == {
+        "ok": False, "seconds": batch["collector"]["sources"]["diskstats"]["seconds"],
+        "error": "ValueError: unexpected diskstats line"}
+    assert batch["node_usage"]["disk_read_bytes"] is None
+    assert batch["node_usage"]["cpu_seconds"] is not None and batch["pods"]
+    assert len([r for r in caplog.records if "diskstats" in r.getMessage()]) == 1
