@@ -10,8 +10,10 @@ Inventory is kept in an in-process cache per node (ids, the last values written 
 or container row is upserted only when it is new or something about it changed; when only its
 last_seen is a minute old (the model promises last_seen to within a minute) a cheap UPDATE by id
 refreshes it, and a row deleted meanwhile (e.g. in the admin) is written again. The cache is filled
-only after COMMIT, so a rolled-back batch never leaves ids behind, and a node whose row was deleted
-and recreated (different id or first_seen) drops the cache of its pods.
+only after COMMIT, so a rolled-back batch never leaves ids behind; a node whose row was deleted
+and recreated (different id or first_seen) drops the cache of its pods; and the least recently
+seen nodes are forgotten beyond settings.INGEST_INVENTORY_CACHE_NODES (default 2000, about 70 KB
+each per worker process).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import psycopg
 from django.conf import settings
@@ -329,14 +331,17 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
     pod_ids: list[int] = []
     container_ids: list[tuple[int, ...]] = []
     try:
-        with transaction.atomic(), connection.cursor() as django_cursor:
+        with (
+            transaction.atomic(),
+            connection.cursor() as django_cursor,
+            psycopg.Cursor(django_cursor.cursor.connection) as cursor,
+        ):
             # A psycopg cursor with server-side binding on Django's connection (same transaction),
             # for COPY and the statements below: their parameters go in binary (%b), apart from
             # the SQL. Django's default client-side cursor would quote every value into the SQL
             # text, which for the inventory arrays cost about 4 ms of CPU per statement against
             # 1 ms (bench/ingest.py --profile-server). Nothing is prepared (Django sets
             # prepare_threshold to None), so poolers in transaction mode stay safe.
-            cursor = psycopg.Cursor(django_cursor.cursor.connection)
             t0 = tick()
             node_row = cursor.execute(
                 NODE_SQL,
