@@ -269,3 +269,17 @@ def test_junk_in_any_field_never_causes_a_server_error(client, ingest_token):
         assert response.status_code in (200, 201, 400), (path, response.status_code, response.content)
         seen.add(response.status_code)
     assert {201, 400} <= seen  # both valid junk (stored) and invalid junk (refused) were tried
+
+
+def test_integers_are_accepted_where_numbers_are_expected(client, ingest_token):
+    batch = good()
+    batch["interval_seconds"] = 10
+    batch["pods"][0].update(cpu_seconds=2, cpu_limit_cores=1, interval_seconds=10)
+    batch["pods"][1]["containers"][0].update(cpu_seconds=0, psi_cpu_some_seconds=1)
+    batch["node_usage"]["cpu_capacity_cores"] = 16
+
+    assert post(client, ingest_token, batch).status_code == 201
+
+    sample = PodSample.objects.get(pod__uid=batch["pods"][0]["uid"])
+    assert (sample.cpu_seconds, sample.cpu_limit_cores, sample.interval_seconds) == (2.0, 1.0, 10.0)
+    assert NodeSample.objects.get().cpu_capacity_cores == 16.0
