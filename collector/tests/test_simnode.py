@@ -357,6 +357,14 @@ def test_a_pod_counts_its_containers_once(run: Run) -> None:
     kernel_pod_cpu = (run.kernel[1].cpu_pod - run.kernel[0].cpu_pod) / 1e9
     report("burner pod cpu_seconds", pod["cpu_seconds"], kernel_pod_cpu, containers_cpu)
     assert within(pod["cpu_seconds"], kernel_pod_cpu, 0.05)
+    # The same for memory and disk: the pod is its containers plus a sleeping sandbox.
+    for sim_pod, key in ((run.w.memory, "memory_working_set_bytes"),
+                         (run.w.disk, "disk_write_bytes")):
+        for batch in run.batches:
+            entry = pod_in(batch, sim_pod)
+            containers_total = sum(c[key] for c in entry["containers"])
+            assert containers_total <= entry[key] <= containers_total * 1.02 + (1 << 20), (
+                sim_pod.name, key, entry[key], containers_total)
 
 
 def test_memory_is_the_kernels_working_set_and_the_held_bytes_within_2_percent(
