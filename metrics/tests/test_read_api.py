@@ -309,7 +309,10 @@ def test_a_bad_window_is_400_even_for_an_unknown_name(reader, cluster):
 def test_lists_never_count_samples_and_query_a_fixed_number_of_times(reader, cluster, url):
     with CaptureQueriesContext(connection) as queries:
         assert reader.get(url).status_code == 200
-    sqls = [q["sql"].lower() for q in queries.captured_queries]
+    sqls = [
+        q["sql"].lower() for q in queries.captured_queries
+        if not q["sql"].lower().startswith(("savepoint", "release savepoint", "set local"))
+    ]
     assert not [s for s in sqls if "count(" in s and ("sample" in s or "rollup" in s)]
     # Token lookup, the page, one latest-usage query (plus a parent check for nested lists).
     assert len(sqls) <= 5, sqls
