@@ -53,7 +53,8 @@ def v1_mounts(mountinfo: str) -> dict[str, str]:
         if len(fields) < 5 or len(fs) < 3 or fs[0] != "cgroup":
             continue
         for option in fs[2].split(","):
-            mounts.setdefault(option, fields[4])
+            if option not in ("rw", "ro"):  # super options list the controllers among flags
+                mounts.setdefault(option, fields[4])
     return mounts
 
 

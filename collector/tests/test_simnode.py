@@ -435,3 +435,21 @@ def test_the_sandbox_is_never_a_container_and_each_pod_appears_once(run: Run) ->
         assert pod.pause.id not in {c["id"].rsplit("/", 1)[-1] for c in entry["containers"]}
         assert entry["name"] == pod.name and entry["namespace"] == pod.namespace
         assert entry["qos"] == pod.qos
+
+
+def test_it_says_why_a_machine_cannot_host_a_simulated_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(simnode.os, "geteuid", lambda: 1000)
+    assert simnode.why_unsupported(tmp_path) == "needs root (cgroups, network namespaces)"
+
+
+def test_it_finds_v1_hierarchies_mounted_apart_or_together_and_none_on_v2_only() -> None:
+    apart = ("32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
+             "33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct\n")
+    together = "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+    unified = "31 23 0:28 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+    assert simnode.v1_mounts(apart) == {"cpu": "/sys/fs/cgroup/cpu",
+                                        "cpuacct": "/sys/fs/cgroup/cpuacct"}
+    assert simnode.v1_mounts(together)["cpuacct"] == "/sys/fs/cgroup/cpu,cpuacct"
+    assert simnode.v1_mounts(unified) == {}
