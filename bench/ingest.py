@@ -365,6 +365,45 @@ def raw_copy(url: str, rows: dict[str, tuple[list, list]], first: datetime, inte
     return batches / seconds, pods / seconds, (pods + containers) / seconds, cpu / batches
 
 
+def compare_copy_formats(url: str, node_rows: tuple[list, list], repeat: int = 100) -> dict[str, tuple[float, float]]:
+    """Text vs binary COPY of one batch's rows into index-less copies of the sample tables.
+
+    Returns {format: (client CPU ms, wall ms) per batch}.
+    """
+    import psycopg
+
+    from metrics.ingest.writer import (
+        CONTAINER_SAMPLE_COLUMNS,
+        CONTAINER_SAMPLE_TYPES,
+        POD_SAMPLE_COLUMNS,
+        POD_SAMPLE_TYPES,
+    )
+
+    pod_rows, container_rows = node_rows
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    result = {}
+    with psycopg.connect(url.replace("postgres://", "postgresql://")) as conn:
+        for table in ("podsample", "containersample"):
+            conn.execute(f"CREATE TEMP TABLE bench_{table} (LIKE metrics_{table} INCLUDING DEFAULTS INCLUDING IDENTITY)")
+        for fmt in ("TEXT", "BINARY", "TEXT", "BINARY"):
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for _ in range(repeat):
+                with conn.transaction(), conn.cursor() as cur:
+                    for table, columns, types, rows in (
+                        ("podsample", POD_SAMPLE_COLUMNS, POD_SAMPLE_TYPES, pod_rows),
+                        ("containersample", CONTAINER_SAMPLE_COLUMNS, CONTAINER_SAMPLE_TYPES, container_rows),
+                    ):
+                        with cur.copy(f"COPY bench_{table} ({', '.join(columns)}) FROM STDIN (FORMAT {fmt})") as copy:
+                            if fmt == "BINARY":
+                                copy.set_types(types)
+                            for head, tail in rows:
+                                copy.write_row((*head, start, *tail))
+                conn.execute("TRUNCATE bench_podsample, bench_containersample")
+            # The second round of each format is kept (the first warms caches).
+            result[fmt] = ((time.process_time() - cpu0) / repeat * 1000, (time.perf_counter() - wall0) / repeat * 1000)
+    return result
+
+
 # --- report ---------------------------------------------------------------------------------------
 
 
@@ -563,6 +602,11 @@ def main() -> None:
         f"per batch / {c2 * 1000:.2f} ms bulk -> {c1 / e2e_cpu * 100:.0f} % / {c2 / e2e_cpu * 100:.0f} %; "
         f"on {os.cpu_count()} otherwise idle cores that is about {os.cpu_count() / e2e_cpu * args.pods:,.0f} pod samples/s end to end "
         f"and {os.cpu_count() / c1 * args.pods:,.0f} / {os.cpu_count() / c2 * args.pods:,.0f} for raw COPY"
+    )
+    formats = compare_copy_formats(url, next(iter(rows.values())))
+    print(
+        "   COPY format, one batch into index-less copies of the tables: "
+        + ", ".join(f"{fmt.lower()} {cpu:.2f} ms client CPU / {wall:.2f} ms wall" for fmt, (cpu, wall) in formats.items())
     )
     print(f"load after: {Path('/proc/loadavg').read_text().strip()}")
 
