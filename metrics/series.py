@@ -315,15 +315,15 @@ def _rollup_sql(entity: Entity, resolution: str) -> tuple[str, list[Any]]:
 
 
 def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ...]]:
-    if parallel:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    # Rollup reads touch a few hundred rows, yet the planner likes parallel workers for the
-    # views' real-time branch over the raw hypertable; starting them costs 30-100 ms on a busy
-    # 2-core machine, for a branch that returns a minute of data (measured with bench/query.py).
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        # The planner's cost for the rollup views counts every raw chunk of their real-time
+        # branch, so even a 60-row read passes jit_above_cost; compiling it took 7 s of a 7.2 s
+        # query on the benchmark data (EXPLAIN ANALYZE, bench/query.py). Reads here are short.
+        cursor.execute("SET LOCAL jit = off")
+        if not parallel:
+            # Starting parallel workers for the views' real-time branch, which returns a minute
+            # of data, cost 30-100 ms on a busy 2-core machine.
+            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         cursor.execute(sql, params)
         return cursor.fetchall()
 
