@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -187,6 +188,9 @@ class BatchInvalid(Exception):
         self.errors = errors
 
 
+_uid = attrgetter("uid")
+_name = attrgetter("name")
+
 # Models whose dict-valued fields have free keys: those keys are shown quoted in error paths.
 _MAPPING_FIELDS = {"labels", "sources"}
 
@@ -262,8 +266,8 @@ def check_batch(batch: IngestBatch, now: datetime, raw_retention: timedelta) -> 
         ]
     pods = batch.pods
     # Fast path (every batch): sets; the loop below only runs to name the duplicates.
-    if len({pod.uid for pod in pods}) == len(pods) and all(
-        len({c.name for c in pod.containers}) == len(pod.containers) for pod in pods
+    if len(set(map(_uid, pods))) == len(pods) and all(
+        len(set(map(_name, pod.containers))) == len(pod.containers) for pod in pods
     ):
         return errors
     seen_uids: dict[str, int] = {}

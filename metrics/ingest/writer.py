@@ -123,6 +123,8 @@ CONTAINER_SAMPLE_TYPES = [_pg_type(c) for c in CONTAINER_SAMPLE_COLUMNS]
 
 _pod_usage = attrgetter(*POD_USAGE)
 _container_usage = attrgetter(*CONTAINER_USAGE)
+_container_key = attrgetter("name", "id", "image")
+_name = attrgetter("name")
 
 
 def _node_value(usage: Any, name: str) -> Any:
@@ -218,7 +220,7 @@ CONTAINER_COPY = (
 # bench/ingest.py): (pod id, hash of its inventory values, when its last_seen was written,
 # hash of its containers' (name, runtime id, image), their names, their ids in that order,
 # when their last_seen was written). Times are UNIX seconds.
-_PodEntry = tuple[int, int, float, int, str, tuple[int, ...], float]
+_PodEntry = tuple[int, int, float, int, tuple[str, ...], tuple[int, ...], float]
 
 
 @dataclass
@@ -369,10 +371,11 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
             if cached is None or cached.node_id != node_id or cached.first_seen != node_first_seen:
                 cached = _NodeCache(node_id, node_first_seen)
             starts: dict[float, datetime] = {interval: start}
-            for pod in batch.pods:
-                for seconds in (pod.interval_seconds, *(c.interval_seconds for c in pod.containers)):
-                    if seconds is not None and seconds not in starts:
-                        starts[seconds] = end - timedelta(seconds=seconds)
+            own = {pod.interval_seconds for pod in batch.pods}
+            own.update(c.interval_seconds for pod in batch.pods for c in pod.containers)
+            for seconds in own:
+                if seconds is not None and seconds not in starts:
+                    starts[seconds] = end - timedelta(seconds=seconds)
             pod_ids, pod_entries = _pods(cursor, batch, node_id, cached, end, starts)
             t2 = tick()
             timings["pods"] = t2 - t1
@@ -454,7 +457,8 @@ def _pod_fingerprint(pod: Any, node_id: int) -> int:
             pod.owner_name,
             pod.deployment,
             pod.qos,
-            frozenset(pod.labels.items()),
+            # In the collector's order: a reordering only costs one needless upsert.
+            tuple(pod.labels.items()),
             pod.cpu_limit_cores,
             pod.memory_limit_bytes,
         )
@@ -537,14 +541,14 @@ def _containers(
     interval = batch.interval_seconds
     ids: list[tuple[int, ...]] = [()] * len(pods)
     fingerprints = [0] * len(pods)
-    names = [""] * len(pods)
+    names: list[tuple[str, ...]] = [()] * len(pods)
     written = [end_ts] * len(pods)
     upsert: list[int] = []
     touch: list[int] = []
     for i, pod in enumerate(pods):
         containers = pod.containers
-        fingerprints[i] = hash(tuple((c.name, c.id, c.image) for c in containers))
-        names[i] = "\x00".join(c.name for c in containers)  # NUL is refused in names (schema)
+        fingerprints[i] = hash(tuple(map(_container_key, containers)))
+        names[i] = tuple(map(_name, containers))
         if not containers:
             continue
         entry = cached.pods.get(pod.uid)
