@@ -232,7 +232,7 @@ def post_all(port: int, token: str, bodies: list[bytes], concurrency: int, durat
     return results, time.perf_counter() - start
 
 
-def start_gunicorn(env: dict[str, str], port: int, workers: int, worker_class: str, threads: int, profile_dir: str | None = None) -> subprocess.Popen:
+def start_gunicorn(env: dict[str, str], port: int, workers: int, worker_class: str, threads: int, profile_dir: str | None = None, gc_tuned: bool = False) -> subprocess.Popen:
     cmd = [
         str(Path(sys.executable).parent / "gunicorn"),
         "monitor_site.wsgi",
@@ -245,9 +245,13 @@ def start_gunicorn(env: dict[str, str], port: int, workers: int, worker_class: s
         "--timeout", "120",
         "--log-level", "warning",
     ]
-    if profile_dir:
-        cmd += ["--config", str(ROOT / "bench" / "gunicorn_profile.py")]
-        env = dict(env, KM_PROFILE_DIR=profile_dir)
+    if profile_dir or gc_tuned:
+        cmd += ["--config", str(ROOT / "bench" / "gunicorn_conf.py")]
+        env = dict(env)
+        if profile_dir:
+            env["KM_PROFILE_DIR"] = profile_dir
+        if gc_tuned:
+            env["KM_GC_TUNED"] = "1"
     process = subprocess.Popen(cmd, cwd=ROOT, env=env)
     for _ in range(200):
         if process.poll() is not None:
@@ -482,6 +486,7 @@ def main() -> None:
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--profile", type=int, metavar="N", help="profile N batches in-process instead")
     parser.add_argument("--profile-server", action="store_true", help="run the gunicorn workers under cProfile and print where their CPU went")
+    parser.add_argument("--gc-tuned", action="store_true", help="gc.freeze() and a higher generation-0 threshold in the workers (bench/gunicorn_conf.py)")
     args = parser.parse_args()
 
     url = database_url(args.database)
@@ -523,7 +528,7 @@ def main() -> None:
             probe.bind(("127.0.0.1", 0))
             args.port = probe.getsockname()[1]
     profile_dir = tempfile.mkdtemp(prefix="km-ingest-profile-") if args.profile_server else None
-    server = start_gunicorn(env, args.port, args.workers, args.worker_class, args.threads, profile_dir)
+    server = start_gunicorn(env, args.port, args.workers, args.worker_class, args.threads, profile_dir, args.gc_tuned)
     try:
         gunicorn_pids = children_of(server.pid)
         # Each worker process keeps its own inventory cache, and requests land on workers at
@@ -570,7 +575,7 @@ def main() -> None:
     e2e_pods = e2e_batches * args.pods
     e2e_rows = e2e_batches * (args.pods + containers_per_batch + 1)
     print()
-    print(f"== end to end: gunicorn {args.worker_class} x{args.workers}" + (f" ({args.threads} threads)" if args.worker_class == "gthread" else "") + f", {args.concurrency} client connections, {elapsed:.1f} s")
+    print(f"== end to end: gunicorn {args.worker_class} x{args.workers}" + (f" ({args.threads} threads)" if args.worker_class == "gthread" else "") + (", GC tuned" if args.gc_tuned else "") + f", {args.concurrency} client connections, {elapsed:.1f} s")
     print(f"   {len(ok)} batches stored, {e2e_batches:.1f} batches/s")
     print(f"   {e2e_pods:,.0f} pod samples/s (with their containers: {e2e_rows:,.0f} sample rows/s)")
     print(f"   latency p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p95 {latencies[int(len(latencies) * 0.95)] * 1000:.1f} ms")
