@@ -19,3 +19,9 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
             "description": "A token from `manage.py createcollectortoken NAME` "
             "(`--scope read` for reading, the default ingest scope for collectors).",
         }
+
+
+class IngestTokenScheme(ApiTokenScheme):
+    # Ingest's cached variant of the same header and token format (metrics/ingest/auth.py).
+    target_class = "metrics.ingest.auth.CachedTokenAuthentication"
+    name = "collectorTokenAuth"
