@@ -351,3 +351,11 @@ def test_the_browsable_api_renders_for_a_logged_in_user(cluster, settings, url):
     response = client.get(url, HTTP_ACCEPT="text/html")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
+
+
+def test_the_openapi_schema_generates_without_warnings(tmp_path):
+    from django.core.management import call_command
+
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--fail-on-warn", "--file", str(out))
+    assert "/api/namespaces/{namespace}/pods/{pod}/" in out.read_text()
