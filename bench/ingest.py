@@ -1,6 +1,6 @@
 """End-to-end ingest benchmark: gunicorn + POST /api/ingest/ vs raw binary COPY, same run, same tables.
 
-    python bench/ingest.py [--duration 30] [--nodes 300] [--workers 2] [--worker-class sync|gthread]
+    python bench/ingest.py [--duration 30] [--nodes 200] [--workers 2] [--worker-class sync|gthread]
 
 1. Creates a fresh database (default km_bench_ingest; DROPPED if it exists), migrates it
    (TimescaleDB where the server has it) and creates a collector token.
@@ -472,14 +472,14 @@ def run_profile(n: int, pods: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of timed HTTP load (and of raw COPY)")
-    parser.add_argument("--nodes", type=int, default=300)
+    parser.add_argument("--nodes", type=int, default=200)
     parser.add_argument("--pods", type=int, default=110)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-class", default="sync", choices=["sync", "gthread"], help="sync is what the image runs")
     parser.add_argument("--threads", type=int, default=2, help="threads per gthread worker")
     parser.add_argument("--concurrency", type=int, default=8, help="client connections")
-    parser.add_argument("--max-batches", type=int, default=12000, help="bodies prepared before the run")
+    parser.add_argument("--max-batches", type=int, default=6000, help="bodies prepared before the run")
     parser.add_argument("--gzip-level", type=int, default=6)
     parser.add_argument("--database", default="km_bench_ingest")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
