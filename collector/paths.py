@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from collector import heldfiles
+
 # cgroup and most /proc files are far smaller than this; one os.read returns them whole.
 _CHUNK = 65536
 
@@ -47,7 +49,11 @@ def read_bytes(path: str) -> bytes | None:
 
     A missing file is "no data", never an error: cgroups vanish between listing and reading
     (ENOENT, or ENODEV from kernfs for a removed cgroup), and controllers differ between kernels.
+    Files on the cgroup filesystems are read through held descriptors (collector/heldfiles.py).
     """
+    held = heldfiles.ACTIVE
+    if held is not None and path.startswith(held.prefixes):
+        return held.read(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector import heldfiles
 from collector.paths import Roots, read_text
 from collector.sources import (
     Sources,
@@ -97,6 +98,8 @@ class Collector:
         self._layout_at = now
         self._mounts = mountinfo.read_cgroup_mounts(self.roots)
         self._root_layout = cg.root_layout(self.roots, self._mounts)
+        # Keep the cgroup files open between cycles (only on real cgroup filesystems).
+        heldfiles.activate(self._root_layout.hierarchies.values() if self._root_layout else ())
         layout = cg.discover(self.roots, self._mounts)
         if layout != self._layout:
             if layout is None:
@@ -199,6 +202,7 @@ class Collector:
             if snap.gpu is None and self.sources.status.get("gpu", {}).get("ok"):
                 del self.sources.status["gpu"]  # no GPU and no error: nothing to report
         snap.sources = self.sources.status
+        heldfiles.end_cycle()  # close the files of cgroups that are gone
         snap.cpu_seconds = time.process_time() - cpu0
         return snap
 
