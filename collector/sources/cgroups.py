@@ -244,6 +244,11 @@ class CgroupReader:
             pod.stats = stats
             for cid, c in list(pod.containers.items()):
                 seen_ids.add(cid)
+                if self._sandbox.get(cid) is True:
+                    # The sandbox is never a container row (its usage is in the pod's own
+                    # figures): once known, its counters are not read again.
+                    c.sandbox = True
+                    continue
                 c.stats = self._read_cgroup(c.rel, devices, blkio)
                 if self._vanished(c.stats, c.rel):
                     del pod.containers[cid]
