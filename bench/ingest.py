@@ -232,6 +232,21 @@ def post_all(port: int, token: str, bodies: list[bytes], concurrency: int, durat
     return results, time.perf_counter() - start
 
 
+def fixed_overhead(port: int, token: str, body: bytes, gunicorn_pids: set[int], database: str, n: int = 300) -> float:
+    """gunicorn CPU per request that stops at the content type (415): HTTP, middleware, DRF, auth."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain", "Content-Encoding": "gzip"}
+    before = cpu_by_kind(gunicorn_pids, database)["gunicorn"]
+    for _ in range(n):
+        conn.request("POST", "/api/ingest/", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.getheader("Connection", "").lower() == "close":
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    return (cpu_by_kind(gunicorn_pids, database)["gunicorn"] - before) / n
+
+
 def start_gunicorn(env: dict[str, str], port: int, workers: int, worker_class: str, threads: int, profile_dir: str | None = None, gc_tuned: bool = False) -> subprocess.Popen:
     cmd = [
         str(Path(sys.executable).parent / "gunicorn"),
@@ -490,7 +505,7 @@ def main() -> None:
     args = parser.parse_args()
 
     url = database_url(args.database)
-    env = dict(os.environ, DATABASE_URL=url, DEBUG="0", SECRET_KEY="bench-only-not-secret", LOG_LEVEL="WARNING")
+    env = dict(os.environ, DATABASE_URL=url, DEBUG="0", SECRET_KEY="bench-only-not-secret", LOG_LEVEL="ERROR")
     print(f"load before: {Path('/proc/loadavg').read_text().strip()}  (cores: {os.cpu_count()})")
     token = fresh_database(args.database, env)
     print(f"database {args.database}: {tier(url)}")
@@ -546,6 +561,7 @@ def main() -> None:
         cpu0, (all0, idle0) = cpu_by_kind(gunicorn_pids, args.database), machine_cpu()
         results, elapsed = post_all(args.port, token, flat, args.concurrency, args.duration)
         cpu1, (all1, idle1) = cpu_by_kind(gunicorn_pids, args.database), machine_cpu()
+        overhead = fixed_overhead(args.port, token, bodies[0][0], gunicorn_pids, args.database)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -583,6 +599,7 @@ def main() -> None:
     print(f"   machine CPU busy {busy / elapsed:.2f} of {os.cpu_count()} cores; CPU seconds per batch by process:")
     for kind in ("gunicorn", "postgres (bench backends)", "postgres (shared: wal, checkpoints)", "bench (this script)"):  # noqa: E501
         print(f"     {kind:38s} {(cpu1[kind] - cpu0[kind]) / len(ok) * 1000:6.2f} ms")
+    print(f"     of which fixed per request (HTTP, middleware, DRF, token auth; measured on the 415 path): {overhead * 1000:.2f} ms")
     e2e_cpu = sum(cpu1[k] - cpu0[k] for k in ("gunicorn", "postgres (bench backends)", "postgres (shared: wal, checkpoints)", "bench (this script)")) / len(ok)
     print("   server-side time per request (Server-Timing means, wall ms, in a worker thread):")
     for name, ms in breakdown(results):
