@@ -267,7 +267,11 @@ def start_gunicorn(env: dict[str, str], port: int, workers: int, worker_class: s
             env["KM_PROFILE_DIR"] = profile_dir
         if gc_tuned:
             env["KM_GC_TUNED"] = "1"
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    # Its log (django.request warns on every 4xx, e.g. the 415s of fixed_overhead) goes to a file,
+    # shown only when something failed.
+    log = tempfile.NamedTemporaryFile(prefix="km-bench-gunicorn-", suffix=".log", delete=False)
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process.log_path = log.name  # type: ignore[attr-defined]
     for _ in range(200):
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode}")
@@ -554,7 +558,7 @@ def main() -> None:
         warm, warm_seconds = post_all(args.port, token, warm_bodies, args.concurrency, None)
         bad = [r for r in warm if r[0] != 201]
         if bad:
-            raise SystemExit(f"warm-up failed: {bad[0][0]} {bad[0][3][:500]!r}")
+            raise SystemExit(f"warm-up failed: {bad[0][0]} {bad[0][3][:500]!r}\n{Path(server.log_path).read_text()[-3000:]}")
         print(f"warm-up: {warm_intervals} intervals of {args.nodes} nodes (first contact writes the whole inventory) in {warm_seconds:.1f} s")
 
         flat = [body for interval_bodies in bodies[warm_intervals:] for body in interval_bodies]
@@ -584,6 +588,7 @@ def main() -> None:
     if len(ok) != len(results):
         sample = next(r for r in results if r[0] != 201)
         print(f"!! non-201 answers: {dict(statuses)}; e.g. {sample[3][:300]!r}")
+        print("!! gunicorn's log ends with:\n" + Path(server.log_path).read_text()[-3000:])
     if len(results) >= len(flat):
         print("!! ran out of prepared batches before the deadline: raise --max-batches")
     latencies = sorted(r[1] for r in ok)
@@ -599,7 +604,8 @@ def main() -> None:
     print(f"   machine CPU busy {busy / elapsed:.2f} of {os.cpu_count()} cores; CPU seconds per batch by process:")
     for kind in ("gunicorn", "postgres (bench backends)", "postgres (shared: wal, checkpoints)", "bench (this script)"):  # noqa: E501
         print(f"     {kind:38s} {(cpu1[kind] - cpu0[kind]) / len(ok) * 1000:6.2f} ms")
-    print(f"     of which fixed per request (HTTP, middleware, DRF, token auth; measured on the 415 path): {overhead * 1000:.2f} ms")
+        if kind == "gunicorn":
+            print(f"       of which fixed per request (HTTP, middleware, DRF, token auth; on the 415 path): {overhead * 1000:.2f} ms")
     e2e_cpu = sum(cpu1[k] - cpu0[k] for k in ("gunicorn", "postgres (bench backends)", "postgres (shared: wal, checkpoints)", "bench (this script)")) / len(ok)
     print("   server-side time per request (Server-Timing means, wall ms, in a worker thread):")
     for name, ms in breakdown(results):
