@@ -313,7 +313,9 @@ def _rmdir_cgroup(path: Path, shared: bool) -> Callable[[], None]:
         # A cgroup can be removed once its last task is released, which may lag a moment behind
         # the kill. A shared parent (kubepods, a QoS class) may hold another run's pods, which
         # v1 reports as EBUSY: leave it then, it is what a kubelet would leave anyway.
-        deadline = time.monotonic() + (0.5 if shared else 5.0)
+        # Children just removed can keep a v1 memory/blkio/pids parent busy for a moment (they are
+        # still being taken offline), so EBUSY on a parent without child directories is retried.
+        deadline = time.monotonic() + 5.0
         while True:
             try:
                 path.rmdir()
@@ -323,9 +325,9 @@ def _rmdir_cgroup(path: Path, shared: bool) -> Callable[[], None]:
             except OSError as error:
                 if error.errno not in (errno.EBUSY, errno.ENOTEMPTY):
                     raise
+                if shared and any(child.is_dir() for child in path.iterdir()):
+                    return  # another run's pods live here
                 if time.monotonic() > deadline:
-                    if shared:
-                        return
                     raise
                 time.sleep(0.02)
 
