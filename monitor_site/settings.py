@@ -112,12 +112,14 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+# Hashed, compressed names once collectstatic has written its manifest (the images do at build
+# time); before that, plain names, so a checkout without collectstatic never answers 500.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"
-            if env.bool("STATIC_MANIFEST", default=not DEBUG)
+            if env.bool("STATIC_MANIFEST", default=(Path(STATIC_ROOT) / "staticfiles.json").exists())
             else "django.contrib.staticfiles.storage.StaticFilesStorage"
         )
     },
