@@ -18,7 +18,8 @@
    (postgres, gunicorn, this script).
 
 `--profile N` instead runs N batches through the view in-process under cProfile (CPU time) and
-prints the top functions; `--profile-server` runs the gunicorn workers themselves under cProfile.
+prints the top functions; `--profile-server` runs the gunicorn workers themselves under cProfile;
+`--phases N` prints the CPU of each phase of validation and writing, in Python and in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -488,6 +489,60 @@ def run_profile(n: int, pods: int) -> None:
     stats.sort_stats("tottime").print_stats(20)
 
 
+def run_phases(n: int, pods: int, gc_tuned: bool) -> None:
+    """CPU per phase of parse_batch + writer.store, in this process and in its PostgreSQL backend."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "monitor_site.settings")
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from metrics.ingest import writer
+    from metrics.ingest.schema import parse_batch
+
+    nodes = [NodeBatches(f"phases-{i}", pods=pods, seed=1) for i in range(4)]
+    base = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=3)
+    now = datetime.now(timezone.utc)
+    bodies = [gzip.compress(json.dumps(g.batch(base + timedelta(seconds=10 * k))).encode()) for k in range(n // 4 + 2) for g in nodes]
+    for body in bodies[:4]:  # first contact: whole inventory, and the cache filled
+        writer.store(parse_batch(gzip.decompress(body), now, timedelta(days=7)))
+    connection.ensure_connection()
+    backend = connection.connection.info.backend_pid
+    if gc_tuned:  # as bench/gunicorn_conf.py does in the workers
+        import gc
+
+        gc.freeze()
+        gc.set_threshold(20_000, 50, 100)
+    python: dict[str, float] = defaultdict(float)
+    database: dict[str, float] = defaultdict(float)
+    timed = bodies[4 : 4 + n]
+    for body in timed:
+        c0 = time.process_time()
+        raw = gzip.decompress(body)
+        c1 = time.process_time()
+        batch = parse_batch(raw, now, timedelta(days=7))
+        c2 = time.process_time()
+        python["gunzip"] += c1 - c0
+        python["validate"] += c2 - c1
+        for name, value in writer.store(batch, clock=time.process_time).timings.items():
+            python[name] += value
+    # The same batches once more (later intervals) with the backend's CPU as the clock.
+    later = [gzip.compress(json.dumps(g.batch(base + timedelta(hours=1, seconds=10 * k))).encode()) for k in range(n // 4 + 1) for g in nodes][:n]
+    for body in later:
+        batch = parse_batch(gzip.decompress(body), now, timedelta(days=7))
+        for name, value in writer.store(batch, clock=lambda: process_cpu(backend)).timings.items():
+            database[name] += value
+    print(
+        f"CPU per batch over {len(timed)} batches of {pods} pods (steady state: inventory cached, last_seen "
+        f"refreshed once a minute of batch time; garbage collector {'tuned' if gc_tuned else 'at its defaults'}):"
+    )
+    print(f"  {'phase':16s} {'python ms':>10s} {'postgres ms':>12s}")
+    for name in ("gunzip", "validate", "node", "pods", "containers", "copy_pods", "copy_containers", "rollup_log", "commit"):
+        print(f"  {name:16s} {python.get(name, 0) / len(timed) * 1000:10.2f} {database.get(name, 0) / len(later) * 1000:12.2f}")
+    print(f"  {'total':16s} {sum(python.values()) / len(timed) * 1000:10.2f} {sum(database.values()) / len(later) * 1000:12.2f}")
+    print("  (postgres figures come from /proc in steps of 10 ms, so they need a few hundred batches)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of timed HTTP load (and of raw COPY)")
@@ -504,6 +559,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--profile", type=int, metavar="N", help="profile N batches in-process instead")
+    parser.add_argument("--phases", type=int, metavar="N", help="CPU per phase (Python and PostgreSQL) over N batches in-process instead")
     parser.add_argument("--profile-server", action="store_true", help="run the gunicorn workers under cProfile and print where their CPU went")
     parser.add_argument("--gc-tuned", action="store_true", help="gc.freeze() and a higher generation-0 threshold in the workers (bench/gunicorn_conf.py)")
     args = parser.parse_args()
@@ -517,6 +573,10 @@ def main() -> None:
     if args.profile:
         os.environ.update(env)
         run_profile(args.profile, args.pods)
+        return
+    if args.phases:
+        os.environ.update(env)
+        run_phases(args.phases, args.pods, args.gc_tuned)
         return
 
     names = [f"bench-node-{i:04d}" for i in range(args.nodes)]
