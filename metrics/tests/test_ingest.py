@@ -476,3 +476,33 @@ def test_the_inventory_cache_forgets_the_least_recently_used_nodes(client, inges
             assert post(client, ingest_token, NodeBatches(node, pods=1, seed=1).batch(end)).status_code == 201
 
     assert list(writer._cache) == ["worker-2", "worker-3"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_batch_posted_twice_at_once_is_stored_once(ingest_token):
+    # A collector retrying while its first attempt is still in flight: the node row lock
+    # serializes the two transactions and the second finds the node sample already there.
+    import threading
+
+    from django.db import connection
+    from django.test import Client
+
+    batch = NodeBatches("worker-1", pods=20, seed=4).batch(tick(30))
+    statuses: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def send() -> None:
+        try:
+            barrier.wait()
+            statuses.append(post(Client(), ingest_token, batch).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200, 201]
+    assert (NodeSample.objects.count(), PodSample.objects.count()) == (1, 20)
