@@ -50,7 +50,8 @@ COPY monitor_site ./monitor_site
 COPY metrics ./metrics
 # Static files are collected at build time and served by whitenoise from the image. The settings
 # refuse to load without a SECRET_KEY; this throwaway one exists only during this RUN.
-RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0 \
+# STATIC_MANIFEST=1 because the manifest this step writes does not exist yet to switch it on.
+RUN SECRET_KEY=collectstatic-only STATIC_MANIFEST=1 python manage.py collectstatic --noinput --verbosity 0 \
  && python -m compileall -q /app
 USER 10001:10001
 EXPOSE 8000
