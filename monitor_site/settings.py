@@ -158,6 +158,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "kubemonitor API",
     "DESCRIPTION": "Kubernetes resource usage with history and rollups, without metrics-server.",
     "VERSION": "1.0.0",
+    # 3.1 because the ingest body's schema comes from pydantic, which writes JSON Schema 2020-12
+    # (`"type": "null"` for nullable fields): valid in OpenAPI 3.1, invalid in 3.0.
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
