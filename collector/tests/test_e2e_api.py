@@ -279,10 +279,16 @@ def test_batches_survive_an_api_outage_exactly_once_and_roll_up_to_the_raw_sums(
     call_command("refreshrollups", "--once", "--skip-retention")
     namespaces = sorted({namespace for _, namespace, _ in node.pods.values()})
     assert_rollups_equal_raw(node_row.id, len(produced), namespaces)
+    if backend.storage_tier() == "tsl":
+        # TimescaleDB moves a continuous aggregate's watermark to the end of the refreshed window
+        # and never back: refreshing "as if 3 minutes later" would hide the raw rows of the next
+        # minutes (from the next test, say) until a later refresh. The real-time read above is
+        # what a user sees; the policies materialize later on their own.
+        return
     # And as the next refreshes will see it once time has passed: every bucket materialized.
     result = rollups.refresh(now=max(stored_ends) + timedelta(minutes=3))
     assert result.skipped is None, result.skipped
-    assert result.rows_1m > 0 or backend.storage_tier() == "tsl"
+    assert result.rows_1m > 0
     assert_materialized_through(max(stored_ends))
     assert_rollups_equal_raw(node_row.id, len(produced), namespaces)
 
