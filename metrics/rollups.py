@@ -336,30 +336,35 @@ def _refresh_tables(connection: Any, tier: str, now: datetime, since: datetime |
         result.recomputed = ranges
 
     # 3. Advance the materialized 1m range to the threshold, a slice per transaction.
-    while m1m < threshold:
-        upto = min(threshold, m1m + SLICE)
-        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            result.rows_1m += _rebuild_1m(cursor, tier, m1m, upto)
-            cursor.execute(
-                f"UPDATE {STATE_TABLE} SET materialized_1m = %s WHERE id = 1", [upto]
-            )
-        m1m = upto
+    m1m, rows = _advance(connection, tier, "materialized_1m", _rebuild_1m, m1m, threshold)
+    result.rows_1m += rows
     result.materialized_1m = (result.materialized_1m[0], m1m)
 
     # 4. Advance the 1h range over the complete hours now in the 1m tables.
-    hour_target = floor_to(m1m, HOUR)
-    while m1h < hour_target:
-        upto = min(hour_target, m1h + SLICE)
-        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            result.rows_1h += _rebuild_1h(cursor, tier, m1h, upto)
-            cursor.execute(
-                f"UPDATE {STATE_TABLE} SET materialized_1h = %s WHERE id = 1", [upto]
-            )
-        m1h = upto
+    m1h, rows = _advance(connection, tier, "materialized_1h", _rebuild_1h, m1h, floor_to(m1m, HOUR))
+    result.rows_1h += rows
     result.materialized_1h = (result.materialized_1h[0], m1h)
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {STATE_TABLE} SET refreshed_at = %s WHERE id = 1", [now])
     return result
+
+
+def _advance(
+    connection: Any, tier: str, column: str, rebuild: Any, start: datetime, target: datetime
+) -> tuple[datetime, int]:
+    """Materialize [start, target) a slice per transaction, moving `column` with each slice.
+
+    Each slice commits its rows together with the new edge, so an interrupted refresh resumes
+    where it stopped and never leaves rows past the recorded edge.
+    """
+    rows = 0
+    while start < target:
+        upto = min(target, start + SLICE)
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            rows += rebuild(cursor, tier, start, upto)
+            cursor.execute(f"UPDATE {STATE_TABLE} SET {column} = %s WHERE id = 1", [upto])
+        start = upto
+    return start, rows
 
 
 def state(using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
