@@ -29,9 +29,10 @@ from typing import Any, Callable
 
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 
 from metrics.ingest.schema import IngestBatch as Batch
+from metrics.models import ContainerSample, NetworkMixin, NodeSample, PodSample, SampleBase
 
 try:  # Provided by the storage engineer's rollups module; optional until it lands.
     from metrics.rollups import record_ingested_range as _record_ingested_range
@@ -44,82 +45,44 @@ _RESOLUTION = LAST_SEEN_RESOLUTION.total_seconds()
 # Binary COPY skips formatting every number as text and parsing it back (measured in bench/ingest.py).
 COPY_FORMAT = "BINARY"
 
-# Columns every sample table has, in SampleBase order.
-BASE_USAGE = [
-    "cpu_seconds",
-    "memory_working_set_bytes",
-    "memory_rss_bytes",
-    "memory_cache_bytes",
-    "disk_read_bytes",
-    "disk_write_bytes",
-    "disk_read_ops",
-    "disk_write_ops",
-    "cpu_throttled_seconds",
-    "cpu_throttled_periods",
-    "cpu_periods",
-    "oom_kills",
-    "psi_cpu_some_seconds",
-    "psi_memory_some_seconds",
-    "psi_memory_full_seconds",
-    "psi_io_some_seconds",
-    "psi_io_full_seconds",
-    "gpu_utilization_percent",
-    "gpu_memory_bytes",
-]
-NETWORK = [
-    "net_rx_bytes",
-    "net_tx_bytes",
-    "net_rx_packets",
-    "net_tx_packets",
-    "net_rx_errors",
-    "net_tx_errors",
-    "net_rx_dropped",
-    "net_tx_dropped",
-]
-NODE_ONLY = [
-    "cpu_capacity_cores",
-    "memory_total_bytes",
-    "memory_available_bytes",
-    "fs_used_bytes",
-    "fs_capacity_bytes",
-]
-POD_USAGE = BASE_USAGE + NETWORK + ["cpu_limit_cores", "memory_limit_bytes", "fs_used_bytes"]
-CONTAINER_USAGE = BASE_USAGE + ["cpu_limit_cores", "memory_limit_bytes", "restarts"]
+# Column lists and COPY types come from the models, so a metric added there reaches ingest (and
+# fails loudly at import if the batch schema lacks it) instead of drifting from a copy kept here.
+_SAMPLE_KEYS = {"id", "time", "interval_seconds"}
+
+
+def _names(model: type[models.Model], exclude: set[str] = frozenset()) -> list[str]:
+    return [f.attname for f in model._meta.local_fields if f.attname not in exclude]
+
+
+BASE_USAGE = _names(SampleBase, _SAMPLE_KEYS)
+NETWORK = _names(NetworkMixin)
+_SHARED = _SAMPLE_KEYS | set(BASE_USAGE) | set(NETWORK)
+NODE_ONLY = _names(NodeSample, _SHARED | {"node_id"})
+POD_USAGE = BASE_USAGE + NETWORK + _names(PodSample, _SHARED | {"pod_id", "node_id", "namespace", "deployment"})
+CONTAINER_USAGE = BASE_USAGE + _names(ContainerSample, _SHARED | {"container_id", "pod_id"})
 
 POD_SAMPLE_COLUMNS = ["pod_id", "node_id", "time", "interval_seconds", "namespace", "deployment"] + POD_USAGE
 CONTAINER_SAMPLE_COLUMNS = ["container_id", "pod_id", "time", "interval_seconds"] + CONTAINER_USAGE
 
-_FLOATS = {
-    "interval_seconds",
-    "cpu_seconds",
-    "cpu_throttled_seconds",
-    "psi_cpu_some_seconds",
-    "psi_memory_some_seconds",
-    "psi_memory_full_seconds",
-    "psi_io_some_seconds",
-    "psi_io_full_seconds",
-    "gpu_utilization_percent",
-    "cpu_limit_cores",
-    "cpu_capacity_cores",
+# PostgreSQL type names for binary COPY and typed parameters, by Django field type.
+_PG_TYPES = {
+    "FloatField": "float8",
+    "BigIntegerField": "int8",
+    "BigAutoField": "int8",
+    "ForeignKey": "int8",
+    "IntegerField": "int4",
+    "CharField": "text",
+    "DateTimeField": "timestamptz",
 }
-_INTS = {"oom_kills", "restarts"}
-_TEXT = {"namespace", "deployment"}
 
 
-def _pg_type(column: str) -> str:
-    if column == "time":
-        return "timestamptz"
-    if column in _FLOATS:
-        return "float8"
-    if column in _INTS:
-        return "int4"
-    if column in _TEXT:
-        return "text"
-    return "int8"
+def _pg_types(model: type[models.Model], columns: list[str]) -> list[str]:
+    fields = {f.attname: f for f in model._meta.concrete_fields}
+    return [_PG_TYPES[fields[c].get_internal_type()] for c in columns]
 
 
-POD_SAMPLE_TYPES = [_pg_type(c) for c in POD_SAMPLE_COLUMNS]
-CONTAINER_SAMPLE_TYPES = [_pg_type(c) for c in CONTAINER_SAMPLE_COLUMNS]
+POD_SAMPLE_TYPES = _pg_types(PodSample, POD_SAMPLE_COLUMNS)
+CONTAINER_SAMPLE_TYPES = _pg_types(ContainerSample, CONTAINER_SAMPLE_COLUMNS)
 
 _pod_usage = attrgetter(*POD_USAGE)
 _container_usage = attrgetter(*CONTAINER_USAGE)
@@ -161,7 +124,7 @@ WITH node AS (
     RETURNING id, first_seen
 ), sample AS (
     INSERT INTO metrics_nodesample ({", ".join(_NODE_SAMPLE_COLUMNS)})
-    SELECT node.id, {", ".join(f"%b::{_pg_type(c)}" for c in _NODE_SAMPLE_COLUMNS[1:])} FROM node
+    SELECT node.id, {", ".join(f"%b::{t}" for t in _pg_types(NodeSample, _NODE_SAMPLE_COLUMNS)[1:])} FROM node
     ON CONFLICT (node_id, time) DO NOTHING
     RETURNING 1
 )
