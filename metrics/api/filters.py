@@ -27,6 +27,9 @@ class LabelSelectorField(forms.Field):
         for item in value:
             key, sep, val = str(item).partition("=")
             key = key.strip()
+            # PostgreSQL's jsonb cannot hold NUL, so such a selector could only fail in the query.
+            if "\x00" in str(item):
+                raise forms.ValidationError("Null characters are not allowed.", code="null_characters")
             if not key:
                 raise forms.ValidationError(
                     f"{item!r} is not a label selector; use key=value or key.", code="invalid"

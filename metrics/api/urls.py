@@ -5,24 +5,25 @@ from __future__ import annotations
 from rest_framework.routers import DefaultRouter
 
 from metrics.api import schema, views  # noqa: F401  (schema registers the token scheme)
+from metrics.api.views import NAME_REGEX
 
 # Names contain dots, so no `.json` format suffixes; `?format=json` still works.
 router = DefaultRouter()
 router.include_format_suffixes = False
 router.register("nodes", views.NodeViewSet, basename="node")
-router.register(r"nodes/(?P<node>[^/]+)/pods", views.NodePodViewSet, basename="node-pod")
+router.register(rf"nodes/(?P<node>{NAME_REGEX})/pods", views.NodePodViewSet, basename="node-pod")
 router.register("pods", views.PodViewSet, basename="pod")
 router.register("namespaces", views.NamespaceViewSet, basename="namespace")
 router.register(
-    r"namespaces/(?P<namespace>[^/]+)/pods", views.NamespacePodViewSet, basename="namespace-pod"
+    rf"namespaces/(?P<namespace>{NAME_REGEX})/pods", views.NamespacePodViewSet, basename="namespace-pod"
 )
 router.register(
-    r"namespaces/(?P<namespace>[^/]+)/deployments",
+    rf"namespaces/(?P<namespace>{NAME_REGEX})/deployments",
     views.NamespaceDeploymentViewSet,
     basename="namespace-deployment",
 )
 router.register(
-    r"namespaces/(?P<namespace>[^/]+)/deployments/(?P<deployment>[^/]+)/pods",
+    rf"namespaces/(?P<namespace>{NAME_REGEX})/deployments/(?P<deployment>{NAME_REGEX})/pods",
     views.DeploymentPodViewSet,
     basename="deployment-pod",
 )

@@ -27,7 +27,9 @@ from metrics.auth import ApiTokenAuthentication, CanRead
 from metrics.models import Node, Pod
 
 # Names may hold dots (node names usually do); only the slash separates path segments.
-NAME_REGEX = r"[^/]+"
+# No NUL: ingest never stores one (PostgreSQL text cannot hold it), so such a name is a 404 at
+# the router instead of a database error.
+NAME_REGEX = r"[^/\x00]+"
 
 SERIES_PARAMETERS = [
     OpenApiParameter(

@@ -163,6 +163,27 @@ def test_it_rejects_an_empty_label_key(reader, cluster):
     assert "label" in response.json()
 
 
+def test_it_rejects_a_null_character_in_a_label_selector(reader, cluster):
+    response = reader.get("/api/pods/", {"label": "app\x00=web"})
+    assert response.status_code == 400
+    assert response.json() == {"label": ["Null characters are not allowed."]}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/nodes/n%00/",
+        "/api/nodes/n%00/pods/",
+        "/api/namespaces/shop%00/?window=60",
+        "/api/namespaces/shop/pods/a%00/",
+        "/api/namespaces/shop/deployments/web%00/pods/",
+        "/api/pods/a%00/",
+    ],
+)
+def test_a_name_with_a_null_character_is_not_found(reader, cluster, path):
+    assert reader.get(path).status_code == 404
+
+
 def test_pods_page_with_a_cursor(reader, cluster):
     first = reader.get("/api/pods/", {"limit": 2}).json()
     assert len(first["results"]) == 2 and first["next"]
