@@ -119,6 +119,15 @@ def test_sample_filters_search_and_dates_never_count_or_scan(staff, data, model)
     assert response.context["cl"].result_count == 0
 
 
+@pytest.mark.parametrize("model", [PodSample, ContainerSample], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("param", ["node", "namespace", "deployment"])
+def test_a_filter_value_with_a_null_character_matches_nothing(staff, data, model, param):
+    url = reverse(f"admin:metrics_{model._meta.model_name}_changelist")
+    response = staff.get(url, {param: "shop\x00"})
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 0
+
+
 def test_sample_pages_are_read_only(staff, data):
     sample = PodSample.objects.first()
     url = reverse("admin:metrics_podsample_change", args=[sample.pk])
