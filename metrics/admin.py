@@ -106,6 +106,8 @@ class NodeFilter(InventoryFilter):
         return [(str(pk), name) for pk, name in Node.objects.values_list("pk", "name")[:500]]
 
     def filter_samples(self, queryset: QuerySet, value: str) -> QuerySet:
+        if not value.isdigit():  # a hand-edited URL: node ids are numbers
+            return queryset.none()
         return _pods_where(queryset, node_id=value)
 
 

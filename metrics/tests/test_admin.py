@@ -128,6 +128,14 @@ def test_a_filter_value_with_a_null_character_matches_nothing(staff, data, model
     assert response.context["cl"].result_count == 0
 
 
+@pytest.mark.parametrize("model", [NodeSample, PodSample, ContainerSample], ids=lambda m: m.__name__)
+def test_a_node_filter_that_is_not_an_id_matches_nothing(staff, data, model):
+    url = reverse(f"admin:metrics_{model._meta.model_name}_changelist")
+    response = staff.get(url, {"node": "node-a"})
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 0
+
+
 def test_sample_pages_are_read_only(staff, data):
     sample = PodSample.objects.first()
     url = reverse("admin:metrics_podsample_change", args=[sample.pk])
