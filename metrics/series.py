@@ -51,10 +51,14 @@ SUM_COLUMNS = (
     "covered_seconds",
     "cpu_seconds",
     "memory_working_set_byte_seconds",
+    "memory_rss_byte_seconds",
+    "memory_cache_byte_seconds",
     "disk_read_bytes",
     "disk_write_bytes",
     "net_rx_bytes",
     "net_tx_bytes",
+    "cpu_throttled_seconds",
+    "oom_kills",
     "cpu_limited_seconds",
     "cpu_limit_core_seconds",
     "memory_limited_byte_seconds",
@@ -62,48 +66,60 @@ SUM_COLUMNS = (
     "cpu_capacity_core_seconds",
     "memory_total_byte_seconds",
 )
+# Columns only one side has (pods the limits, nodes the capacities).
+_POD_ONLY = ("cpu_limited_seconds", "cpu_limit_core_seconds", "memory_limited_byte_seconds", "memory_limit_byte_seconds")
+_NODE_ONLY = ("cpu_capacity_core_seconds", "memory_total_byte_seconds")
 MAX_COLUMNS = ("memory_working_set_max_bytes", "max_interval_seconds")
 
-# Raw samples reduced to rollup columns. Node samples carry capacities and no limits; pod
-# samples carry limits and no capacities.
-_RAW_SUMS_COMMON = {
-    "samples": "count(*)",
-    "covered_seconds": "sum(interval_seconds)",
-    "cpu_seconds": "sum(cpu_seconds)",
-    "memory_working_set_byte_seconds": "sum(memory_working_set_bytes * interval_seconds)",
-    "disk_read_bytes": "sum(disk_read_bytes)::float8",
-    "disk_write_bytes": "sum(disk_write_bytes)::float8",
-    "net_rx_bytes": "sum(net_rx_bytes)::float8",
-    "net_tx_bytes": "sum(net_tx_bytes)::float8",
-    "memory_working_set_max_bytes": "max(memory_working_set_bytes)::float8",
-    "max_interval_seconds": "max(interval_seconds)",
+# Raw samples reduced to rollup columns, as per-row terms spread over the buckets each sample's
+# interval overlaps. "usage" terms are what was used during the interval and count in a bucket in
+# proportion to the overlap (term * overlap / interval); "weighted" terms are gauges and count as
+# value * overlap (value-seconds). "start" terms are events (OOM kills) that cannot be split and
+# count whole in the bucket the interval starts in, as in the rollups. Node samples carry
+# capacities and no limits; pod samples carry limits and no capacities.
+_RAW_TERMS_COMMON: dict[str, tuple[str, str]] = {
+    "covered_seconds": ("weighted", "1.0"),
+    "cpu_seconds": ("usage", "cpu_seconds"),
+    "memory_working_set_byte_seconds": ("weighted", "memory_working_set_bytes::float8"),
+    "memory_rss_byte_seconds": ("weighted", "memory_rss_bytes::float8"),
+    "memory_cache_byte_seconds": ("weighted", "memory_cache_bytes::float8"),
+    "disk_read_bytes": ("usage", "disk_read_bytes::float8"),
+    "disk_write_bytes": ("usage", "disk_write_bytes::float8"),
+    "net_rx_bytes": ("usage", "net_rx_bytes::float8"),
+    "net_tx_bytes": ("usage", "net_tx_bytes::float8"),
+    "cpu_throttled_seconds": ("usage", "cpu_throttled_seconds"),
+    "oom_kills": ("start", "oom_kills::float8"),
 }
-_RAW_SUMS_POD = {
-    # As in metrics/rollup_schema.py: limits count only where the usage is known, so that
-    # used / limit is a true percentage.
-    "cpu_limited_seconds": "sum(CASE WHEN cpu_limit_cores IS NOT NULL THEN cpu_seconds END)",
-    "cpu_limit_core_seconds": (
-        "sum(CASE WHEN cpu_seconds IS NOT NULL THEN cpu_limit_cores * interval_seconds END)"
-    ),
+_RAW_TERMS_POD: dict[str, tuple[str, str]] = {
+    # Limits count only where the usage is known, so that used / limit is a true percentage
+    # (the same terms as the rollup columns in metrics/rollup_schema.py).
+    "cpu_limited_seconds": ("usage", "CASE WHEN cpu_limit_cores IS NOT NULL THEN cpu_seconds END"),
+    "cpu_limit_core_seconds": ("weighted", "CASE WHEN cpu_seconds IS NOT NULL THEN cpu_limit_cores END"),
     "memory_limited_byte_seconds": (
-        "sum(CASE WHEN memory_limit_bytes IS NOT NULL "
-        "THEN memory_working_set_bytes * interval_seconds END)"
+        "weighted",
+        "CASE WHEN memory_limit_bytes IS NOT NULL THEN memory_working_set_bytes::float8 END",
     ),
     "memory_limit_byte_seconds": (
-        "sum(CASE WHEN memory_working_set_bytes IS NOT NULL "
-        "THEN memory_limit_bytes::float8 * interval_seconds END)"
+        "weighted",
+        "CASE WHEN memory_working_set_bytes IS NOT NULL THEN memory_limit_bytes::float8 END",
     ),
-    "cpu_capacity_core_seconds": "NULL::float8",
-    "memory_total_byte_seconds": "NULL::float8",
 }
-_RAW_SUMS_NODE = {
-    "cpu_limited_seconds": "NULL::float8",
-    "cpu_limit_core_seconds": "NULL::float8",
-    "memory_limited_byte_seconds": "NULL::float8",
-    "memory_limit_byte_seconds": "NULL::float8",
-    "cpu_capacity_core_seconds": "sum(cpu_capacity_cores * interval_seconds)",
-    "memory_total_byte_seconds": "sum(memory_total_bytes::float8 * interval_seconds)",
+_RAW_TERMS_NODE: dict[str, tuple[str, str]] = {
+    "cpu_capacity_core_seconds": ("weighted", "cpu_capacity_cores"),
+    "memory_total_byte_seconds": ("weighted", "memory_total_bytes::float8"),
 }
+# No sample interval is longer than this (the ingest contract's maximum): a window's query reaches
+# back this far for samples that start before the window and overlap it.
+MAX_INTERVAL = timedelta(seconds=3600)
+
+
+def _raw_aggregate(column: str, kind: str, expr: str) -> str:
+    if kind == "usage":
+        return f"sum(({expr}) * ov / interval_seconds) AS {column}"
+    if kind == "weighted":
+        return f"sum(({expr}) * ov) AS {column}"
+    return f"sum(CASE WHEN first THEN {expr} END) AS {column}"
+
 
 _RAW_TABLE = {
     "node": "metrics_nodesample",
@@ -273,17 +289,39 @@ def _where(entity: Entity) -> tuple[str, list[Any]]:
     return " AND ".join(f"{c} = %s" for c in cols), list(entity.key)
 
 
-def _raw_sql(entity: Entity) -> tuple[str, list[Any]]:
-    sums = dict(_RAW_SUMS_COMMON)
-    sums.update(_RAW_SUMS_NODE if entity.kind == "node" else _RAW_SUMS_POD)
-    select = ", ".join(f"{sums[c]} AS {c}" for c in SUM_COLUMNS + MAX_COLUMNS)
-    where, params = _where(entity)
-    sql = (
-        f"SELECT date_bin(%s * interval '1 second', time, %s) AS b, {select} "
-        f"FROM {_RAW_TABLE[entity.kind]} "
-        f"WHERE {where} AND time >= %s AND time < %s GROUP BY 1 ORDER BY 1"
+def _raw_spread_sql(table: str, where: str, terms: dict[str, tuple[str, str]], extra: str = "") -> str:
+    """Raw samples spread over the step buckets their intervals overlap (see _RAW_TERMS_COMMON).
+
+    Parameters, in order: step, epoch, the key values of `where`, window start - MAX_INTERVAL,
+    window end, step, step, window start, window end. Every bucket a sample overlaps gets its
+    share, so a step that is not a multiple of the sampling interval still sums exactly.
+    """
+    aggregates = ", ".join(_raw_aggregate(c, *terms[c]) for c in terms)
+    return (
+        "SELECT b, count(*) AS samples, "
+        f"{aggregates}, max(memory_working_set_bytes)::float8 AS memory_working_set_max_bytes, "
+        f"max(interval_seconds) AS max_interval_seconds{extra} "
+        "FROM (SELECT s.*, g.b, g.b = g.first_b AS first, "
+        "extract(epoch FROM least(s.time + s.interval_seconds * interval '1 second', g.b + g.w) "
+        "- greatest(s.time, g.b))::float8 AS ov "
+        "FROM (SELECT *, %s * interval '1 second' AS w0, %s::timestamptz AS e0 "
+        f"FROM {table} WHERE {where} AND time >= %s AND time < %s) s "
+        "CROSS JOIN LATERAL (SELECT gb AS b, s.w0 AS w, date_bin(s.w0, s.time, s.e0) AS first_b "
+        "FROM generate_series(date_bin(s.w0, s.time, s.e0), "
+        "s.time + (s.interval_seconds * interval '1 second') - interval '1 microsecond', s.w0) gb) g"
+        ") x WHERE b >= %s AND b < %s GROUP BY b ORDER BY b"
     )
-    return sql, params
+
+
+def _raw_terms(kind: str) -> dict[str, tuple[str, str]]:
+    terms = dict(_RAW_TERMS_COMMON)
+    terms.update(_RAW_TERMS_NODE if kind in ("node", "cluster") else _RAW_TERMS_POD)
+    return terms
+
+
+def _raw_sql(entity: Entity) -> tuple[str, list[Any]]:
+    where, params = _where(entity)
+    return _raw_spread_sql(_RAW_TABLE[entity.kind], where, _raw_terms(entity.kind)), params
 
 
 def rollup_relation(kind: str, resolution: str) -> str:
@@ -293,12 +331,7 @@ def rollup_relation(kind: str, resolution: str) -> str:
 def _rollup_sql(entity: Entity, resolution: str) -> tuple[str, list[Any]]:
     parts = []
     for c in SUM_COLUMNS:
-        if entity.kind != "node" and c in ("cpu_capacity_core_seconds", "memory_total_byte_seconds"):
-            parts.append(f"NULL::float8 AS {c}")
-        elif entity.kind == "node" and c in (
-            "cpu_limited_seconds", "cpu_limit_core_seconds",
-            "memory_limited_byte_seconds", "memory_limit_byte_seconds",
-        ):
+        if (entity.kind != "node" and c in _NODE_ONLY) or (entity.kind == "node" and c in _POD_ONLY):
             parts.append(f"NULL::float8 AS {c}")
         else:
             parts.append(f"sum({c})::float8 AS {c}")
@@ -330,14 +363,74 @@ def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ..
 
 def fetch_sums(entity: Entity, window: Window) -> dict[datetime, dict[str, Any]]:
     """Per output bucket, the sums of SUM_COLUMNS and maxima of MAX_COLUMNS."""
+    names = ("b",) + SUM_COLUMNS + MAX_COLUMNS
     if window.source == "raw":
         sql, key_params = _raw_sql(entity)
+        terms = _raw_terms(entity.kind)
+        names = ("b", "samples", *terms, *MAX_COLUMNS)
+        params = [
+            window.step, EPOCH, *key_params, window.start - MAX_INTERVAL, window.end,
+            window.start, window.end,
+        ]
     else:
         sql, key_params = _rollup_sql(entity, window.source)
-    params = [window.step, EPOCH, *key_params, window.start, window.end]
-    names = ("b",) + SUM_COLUMNS + MAX_COLUMNS
+        params = [window.step, EPOCH, *key_params, window.start, window.end]
     rows = _fetch(sql, params, parallel=window.source == "raw")
-    return {row[0]: dict(zip(names[1:], row[1:])) for row in rows}
+    result = {}
+    for row in rows:
+        sums = dict.fromkeys(SUM_COLUMNS + MAX_COLUMNS)
+        sums.update(zip(names[1:], row[1:]))
+        result[row[0]] = sums
+    return result
+
+
+def group_node_ids(entity: Entity, window: Window) -> list[int]:
+    """Nodes that hosted pods of a namespace or Deployment during the window.
+
+    A pod is bound to one node for its life, so the inventory answers this without touching the
+    samples. last_seen lags by up to a minute (metrics.models.Pod), hence the margin.
+    """
+    from metrics.models import Pod
+
+    pods = Pod.objects.filter(namespace=entity.key[0])
+    if entity.kind == "deployment":
+        pods = pods.filter(deployment=entity.key[1])
+    pods = pods.filter(first_seen__lt=window.end, last_seen__gte=window.start - timedelta(minutes=2))
+    return sorted(set(pods.values_list("node_id", flat=True)))
+
+
+def node_coverage(node_ids: list[int], window: Window) -> dict[datetime, tuple[float, int]]:
+    """Per bucket: seconds of it covered by node samples, summed over the nodes, and how many of
+    the nodes reported in it. Node samples come in the same batch as their pods' samples, so a
+    node's coverage is the coverage of every pod on it."""
+    if not node_ids:
+        return {}
+    if window.source == "raw":
+        inner = (
+            "SELECT b, node_id, sum(ov) AS cov FROM (SELECT s.node_id, gb AS b, "
+            "extract(epoch FROM least(s.time + s.interval_seconds * interval '1 second', "
+            "gb + %s * interval '1 second') - greatest(s.time, gb))::float8 AS ov "
+            "FROM metrics_nodesample s CROSS JOIN LATERAL generate_series("
+            "date_bin(%s * interval '1 second', s.time, %s), s.time + "
+            "(s.interval_seconds * interval '1 second') - interval '1 microsecond', "
+            "%s * interval '1 second') gb "
+            "WHERE s.node_id = ANY(%s) AND s.time >= %s AND s.time < %s) x "
+            "WHERE b >= %s AND b < %s GROUP BY b, node_id"
+        )
+        params: list[Any] = [
+            window.step, window.step, EPOCH, window.step, node_ids,
+            window.start - MAX_INTERVAL, window.end, window.start, window.end,
+        ]
+    else:
+        inner = (
+            "SELECT date_bin(%s * interval '1 second', bucket, %s) AS b, node_id, "
+            f"sum(covered_seconds)::float8 AS cov FROM {rollup_relation('node', window.source)} "
+            "WHERE node_id = ANY(%s) AND bucket >= %s AND bucket < %s GROUP BY 1, 2"
+        )
+        params = [window.step, EPOCH, node_ids, window.start, window.end]
+    sql = f"SELECT b, sum(least(cov, %s)), count(*) FROM ({inner}) n GROUP BY b"
+    rows = _fetch(sql, [float(window.step), *params], parallel=False)
+    return {row[0]: (float(row[1]), int(row[2])) for row in rows}
 
 
 POINT_FIELDS = (
@@ -357,6 +450,11 @@ POINT_FIELDS = (
     "cpu_percent_of_capacity",
     "memory_capacity_bytes",
     "memory_percent_of_capacity",
+    "memory_rss_bytes",
+    "memory_cache_bytes",
+    "cpu_throttled_millicores",
+    "oom_kills",
+    "coverage",
 )
 
 
@@ -367,24 +465,43 @@ def _div(a: float | None, b: float | None, scale: float = 1.0) -> float | None:
 
 
 def point_from_sums(
-    entity: Entity, bucket: datetime, seconds: float, sums: dict[str, Any] | None
+    entity: Entity,
+    bucket: datetime,
+    seconds: float,
+    sums: dict[str, Any] | None,
+    *,
+    divisor: float | None = None,
+    coverage: float | None = None,
 ) -> dict[str, Any]:
-    """One point from a bucket's sums; `seconds` is the bucket's length (for aggregate kinds)."""
+    """One point from a bucket's sums; `seconds` is the bucket's length.
+
+    A pod or node reads its time-weighted average over the seconds it reported, and its coverage
+    is that share of the bucket. A namespace or Deployment is a sum over pods, divided by the
+    seconds its nodes reported (`divisor`, from node_coverage) so that a bucket still filling up
+    or a collector gap reads the true rate, and `coverage` says which share of the bucket its
+    nodes reported.
+    """
     point: dict[str, Any] = dict.fromkeys(POINT_FIELDS)
     point["time"] = bucket
+    point["coverage"] = coverage
     if not sums or not sums.get("samples"):
         return point
     if entity.kind in AGGREGATE_KINDS:
-        # A raw step shorter than the sample interval would count a whole interval's usage
-        # against a fraction of it.
-        divisor = max(seconds, sums.get("max_interval_seconds") or 0.0)
+        divisor = divisor or seconds
     else:
         divisor = sums["covered_seconds"]
+        if coverage is None and divisor:
+            point["coverage"] = min(1.0, divisor / seconds)
     point["cpu_millicores"] = _div(sums["cpu_seconds"], divisor, 1000.0)
     point["memory_working_set_bytes"] = _div(sums["memory_working_set_byte_seconds"], divisor)
     point["memory_working_set_max_bytes"] = sums["memory_working_set_max_bytes"]
     for name in ("disk_read_bytes", "disk_write_bytes", "net_rx_bytes", "net_tx_bytes"):
         point[f"{name}_per_second"] = _div(sums[name], divisor)
+    point["memory_rss_bytes"] = _div(sums.get("memory_rss_byte_seconds"), divisor)
+    point["memory_cache_bytes"] = _div(sums.get("memory_cache_byte_seconds"), divisor)
+    point["cpu_throttled_millicores"] = _div(sums.get("cpu_throttled_seconds"), divisor, 1000.0)
+    oom = sums.get("oom_kills")
+    point["oom_kills"] = None if oom is None else int(round(oom))
     point["cpu_limit_millicores"] = _div(sums["cpu_limit_core_seconds"], divisor, 1000.0)
     point["cpu_percent_of_limit"] = _div(sums["cpu_limited_seconds"], sums["cpu_limit_core_seconds"], 100.0)
     point["memory_limit_bytes"] = _div(sums["memory_limit_byte_seconds"], divisor)
@@ -419,15 +536,48 @@ def series(entity: Entity, window: Window, now: datetime | None = None) -> list[
     """One point per bucket of the window, oldest first; buckets without data have nulls."""
     now = now or timezone.now()
     sums = fetch_sums(entity, window)
+    nodes: list[int] = []
+    covered: dict[datetime, tuple[float, int]] = {}
+    if entity.kind in AGGREGATE_KINDS:
+        nodes = group_node_ids(entity, window)
+        covered = node_coverage(nodes, window)
     step = timedelta(seconds=window.step)
     points = []
     bucket = window.start
     while bucket < window.end:
-        # The bucket still filling up counts only its elapsed part.
-        seconds = min(window.step, max((now - bucket).total_seconds(), 1.0))
-        points.append(point_from_sums(entity, bucket, seconds, sums.get(bucket)))
+        if entity.kind in AGGREGATE_KINDS:
+            points.append(_group_point(entity, bucket, window.step, sums.get(bucket), covered.get(bucket), len(nodes), now))
+        else:
+            points.append(point_from_sums(entity, bucket, float(window.step), sums.get(bucket)))
         bucket += step
     return points
+
+
+def _group_point(
+    entity: Entity,
+    bucket: datetime,
+    step: int,
+    sums: dict[str, Any] | None,
+    covered: tuple[float, int] | None,
+    node_count: int,
+    now: datetime,
+) -> dict[str, Any]:
+    if covered and covered[1]:
+        seconds, reporting = covered
+        # The mean of the reporting nodes' covered seconds: exact when they report at one
+        # cadence, and a node silent for the whole bucket lowers coverage, not the rate.
+        divisor = seconds / reporting
+        coverage = min(1.0, seconds / (max(node_count, reporting) * step))
+        return point_from_sums(entity, bucket, float(step), sums, divisor=divisor, coverage=coverage)
+    # No node samples (data written without its node's, as some tests and old data do): the
+    # bucket's elapsed part, and an unknown coverage.
+    elapsed = min(step, max((now - bucket).total_seconds(), 1.0))
+    point = point_from_sums(entity, bucket, float(step), sums, divisor=elapsed)
+    if sums and sums.get("samples"):
+        point["coverage"] = None
+    else:
+        point["coverage"] = 0.0 if node_count else None
+    return point
 
 
 # --- latest usage ------------------------------------------------------------------------------
@@ -515,7 +665,13 @@ def latest_nodes(ids: list[int], now: datetime | None = None) -> dict[int, dict[
 
 
 def latest_groups(kind: str, keys: list[tuple[str, ...]], now: datetime | None = None) -> dict[tuple[str, ...], dict[str, Any]]:
-    """Newest complete 1-minute bucket of each namespace or Deployment, keyed like `keys`."""
+    """Newest complete 1-minute bucket of each namespace or Deployment, keyed like `keys`.
+
+    Complete means every node that hosted the group's pods reported the whole minute (coverage
+    1), so a list never shows a bucket that is still filling, or one its data started or stopped
+    in, as current usage. Groups without node samples fall back to the newest bucket older than
+    COMPLETE_BUCKET_DELAY.
+    """
     if kind not in AGGREGATE_KINDS:
         raise ValueError(kind)
     if not keys:
@@ -524,26 +680,71 @@ def latest_groups(kind: str, keys: list[tuple[str, ...]], now: datetime | None =
     cols = _KEY_COLUMNS[kind]
     arrays = ", ".join("%s::text[]" for _ in cols)
     match = " AND ".join(f"r.{c} = k.{c}" for c in cols)
-    sums = ", ".join(f"r.{c}" for c in SUM_COLUMNS if c not in ("cpu_capacity_core_seconds", "memory_total_byte_seconds"))
+    names = [c for c in SUM_COLUMNS if c not in _NODE_ONLY]
+    sums = ", ".join(f"r.{c}" for c in names)
+    since = now - LATEST_BUCKET_LOOKBACK
     sql = (
         f"SELECT {', '.join('k.' + c for c in cols)}, r.bucket, {sums}, r.memory_working_set_max_bytes "
         f"FROM unnest({arrays}) AS k({', '.join(cols)}) "
-        f"CROSS JOIN LATERAL (SELECT * FROM {rollup_relation(kind, '1m')} r "
-        f"WHERE {match} AND r.bucket >= %s AND r.bucket <= %s ORDER BY r.bucket DESC LIMIT 1) r"
+        f"JOIN {rollup_relation(kind, '1m')} r ON {match} "
+        "WHERE r.bucket >= %s AND r.bucket <= %s ORDER BY r.bucket DESC"
     )
     params: list[Any] = [[k[i] for k in keys] for i in range(len(cols))]
-    params += [now - LATEST_BUCKET_LOOKBACK, now - COMPLETE_BUCKET_DELAY]
-    names = [c for c in SUM_COLUMNS if c not in ("cpu_capacity_core_seconds", "memory_total_byte_seconds")]
+    params += [since, now - timedelta(seconds=60)]
     rows = _fetch(sql, params, parallel=False)
-    result = {}
-    for row in rows:
+    nodes_of = _group_nodes(kind, keys, since)
+    all_nodes = sorted({n for ids in nodes_of.values() for n in ids})
+    window = Window(start=_floor(since, 60), end=_ceil(now, 60), step=60, source="1m")
+    per_node = _node_coverage_by_node(all_nodes, window)
+    result: dict[tuple[str, ...], dict[str, Any]] = {}
+    fallback: dict[tuple[str, ...], dict[str, Any]] = {}
+    for row in rows:  # newest bucket first
         key = tuple(row[: len(cols)])
+        if key in result:
+            continue
         bucket = row[len(cols)]
-        values = dict(zip(names, row[len(cols) + 1 :]))
+        values: dict[str, Any] = dict.fromkeys(SUM_COLUMNS + MAX_COLUMNS)
+        values.update(zip(names, row[len(cols) + 1 :]))
         values["memory_working_set_max_bytes"] = row[-1]
-        values["cpu_capacity_core_seconds"] = values["memory_total_byte_seconds"] = None
-        values["max_interval_seconds"] = None
-        usage = point_from_sums(Entity(kind, key), bucket, 60.0, values)
+        entity = Entity(kind, key)
+        node_ids = nodes_of.get(key, set())
+        covers = [per_node[(n, bucket)] for n in node_ids if (n, bucket) in per_node]
+        if covers:
+            coverage = min(1.0, sum(covers) / (len(node_ids) * 60.0))
+            if coverage < 0.999:
+                continue
+            usage = point_from_sums(entity, bucket, 60.0, values, divisor=sum(covers) / len(covers), coverage=coverage)
+        elif bucket <= now - COMPLETE_BUCKET_DELAY and key not in fallback:
+            usage = point_from_sums(entity, bucket, 60.0, values, divisor=60.0)
+            usage["coverage"] = None
+            fallback[key] = usage | {"interval_seconds": 60.0}
+            continue
+        else:
+            continue
         usage["interval_seconds"] = 60.0
         result[key] = usage
+    for key, usage in fallback.items():
+        result.setdefault(key, usage)
     return result
+
+
+def _group_nodes(kind: str, keys: list[tuple[str, ...]], since: datetime) -> dict[tuple[str, ...], set[int]]:
+    from metrics.models import Pod
+
+    pods = Pod.objects.filter(namespace__in={k[0] for k in keys}, last_seen__gte=since)
+    nodes: dict[tuple[str, ...], set[int]] = {}
+    for namespace, deployment, node_id in pods.values_list("namespace", "deployment", "node_id").distinct():
+        key = (namespace,) if kind == "namespace" else (namespace, deployment)
+        nodes.setdefault(key, set()).add(node_id)
+    return nodes
+
+
+def _node_coverage_by_node(node_ids: list[int], window: Window) -> dict[tuple[int, datetime], float]:
+    if not node_ids:
+        return {}
+    sql = (
+        f"SELECT node_id, bucket, sum(covered_seconds)::float8 FROM {rollup_relation('node', '1m')} "
+        "WHERE node_id = ANY(%s) AND bucket >= %s AND bucket < %s GROUP BY 1, 2"
+    )
+    rows = _fetch(sql, [node_ids, window.start, window.end], parallel=False)
+    return {(row[0], row[1]): min(60.0, float(row[2])) for row in rows}

@@ -40,6 +40,20 @@ class PointSerializer(serializers.Serializer):
     cpu_percent_of_capacity = serializers.FloatField(allow_null=True)
     memory_capacity_bytes = serializers.FloatField(allow_null=True)
     memory_percent_of_capacity = serializers.FloatField(allow_null=True)
+    memory_rss_bytes = serializers.FloatField(allow_null=True, help_text="Time-weighted like the working set.")
+    memory_cache_bytes = serializers.FloatField(allow_null=True, help_text="Page cache, time-weighted.")
+    cpu_throttled_millicores = serializers.FloatField(
+        allow_null=True, help_text="CPU time the pods were throttled for, per second of the bucket."
+    )
+    oom_kills = serializers.IntegerField(
+        allow_null=True, help_text="OOM kills in intervals that start in the bucket."
+    )
+    coverage = serializers.FloatField(
+        allow_null=True,
+        help_text="Share of the bucket (0..1) for which samples exist: for a pod or node its own, for "
+        "a namespace or Deployment that of the nodes its pods ran on. Below 1 the bucket is partial "
+        "(still filling, data started or stopped in it, or a collector gap); null when unknown.",
+    )
 
 
 class UsageSerializer(PointSerializer):

@@ -248,13 +248,17 @@ def test_raw_and_rollups_agree_on_the_same_buckets(cluster):
         assert a["memory_working_set_max_bytes"] == b["memory_working_set_max_bytes"]
 
 
-def test_a_step_shorter_than_the_sample_interval_does_not_inflate_a_group(cluster):
+def test_a_step_shorter_than_the_sample_interval_spreads_each_sample_over_its_buckets(cluster):
     w = _window(cluster, 10)
     points = series.series(Entity("deployment", ("ops", "mon")), w)
-    # mon-1 reports every 30 s: one point in three has data, at its true rate.
-    values = [p["cpu_millicores"] for p in points if p["cpu_millicores"] is not None]
-    assert len(values) == len(points) // 3
-    assert all(49.99 <= v <= 150.01 for v in values), values
+    # mon-1 reports every 30 s: each 30 s sample counts a third in each of its three 10 s buckets,
+    # so every point has data at that sample's true rate.
+    samples = {r.time: r.cpu_seconds / r.interval_seconds for r in cluster["rows"]["mon-1"]}
+    assert all(p["cpu_millicores"] is not None for p in points)
+    for p in points:
+        start = p["time"] - timedelta(seconds=(p["time"] - cluster["start"]).total_seconds() % 30)
+        assert p["cpu_millicores"] == pytest.approx(samples[start] * 1000, rel=1e-9)
+        assert p["coverage"] == pytest.approx(1.0)
 
 
 def test_the_newest_bucket_counts_only_its_elapsed_part(db):
