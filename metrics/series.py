@@ -41,9 +41,13 @@ LATEST_LOOKBACK = timedelta(minutes=5)
 COMPLETE_BUCKET_DELAY = timedelta(minutes=2)
 LATEST_BUCKET_LOOKBACK = timedelta(minutes=15)
 
-KINDS = ("node", "pod", "namespace", "deployment")
-# Kinds whose values add up over many pods: divided by the bucket length, not by covered time.
-AGGREGATE_KINDS = ("namespace", "deployment")
+KINDS = ("cluster", "node", "pod", "namespace", "deployment")
+# Kinds whose values add up over many pods or nodes: divided by the seconds their nodes reported
+# (see _group_point), not by one entity's covered time.
+AGGREGATE_KINDS = ("namespace", "deployment", "cluster")
+# Kinds read from node samples and node rollups (capacities, no limits). The cluster is the sum
+# of its nodes: what the machines used, system daemons included, against what they have.
+NODE_KINDS = ("node", "cluster")
 
 # The sums both sources are reduced to, in this order.
 SUM_COLUMNS = (
@@ -122,12 +126,15 @@ def _raw_aggregate(column: str, kind: str, expr: str) -> str:
 
 
 _RAW_TABLE = {
+    "cluster": "metrics_nodesample",
     "node": "metrics_nodesample",
     "pod": "metrics_podsample",
     "namespace": "metrics_podsample",
     "deployment": "metrics_podsample",
 }
-_KEY_COLUMNS = {
+_KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    # One cluster per installation: every node reporting here.
+    "cluster": (),
     "node": ("node_id",),
     "pod": ("pod_id",),
     "namespace": ("namespace",),
@@ -286,7 +293,7 @@ def _auto_step(span: float, start: datetime, now: datetime) -> int:
 
 def _where(entity: Entity) -> tuple[str, list[Any]]:
     cols = _KEY_COLUMNS[entity.kind]
-    return " AND ".join(f"{c} = %s" for c in cols), list(entity.key)
+    return " AND ".join([f"{c} = %s" for c in cols] or ["TRUE"]), list(entity.key)
 
 
 def _raw_spread_sql(table: str, where: str, terms: dict[str, tuple[str, str]], extra: str = "") -> str:
@@ -315,7 +322,7 @@ def _raw_spread_sql(table: str, where: str, terms: dict[str, tuple[str, str]], e
 
 def _raw_terms(kind: str) -> dict[str, tuple[str, str]]:
     terms = dict(_RAW_TERMS_COMMON)
-    terms.update(_RAW_TERMS_NODE if kind in ("node", "cluster") else _RAW_TERMS_POD)
+    terms.update(_RAW_TERMS_NODE if kind in NODE_KINDS else _RAW_TERMS_POD)
     return terms
 
 
@@ -331,7 +338,8 @@ def rollup_relation(kind: str, resolution: str) -> str:
 def _rollup_sql(entity: Entity, resolution: str) -> tuple[str, list[Any]]:
     parts = []
     for c in SUM_COLUMNS:
-        if (entity.kind != "node" and c in _NODE_ONLY) or (entity.kind == "node" and c in _POD_ONLY):
+        node_kind = entity.kind in NODE_KINDS
+        if (not node_kind and c in _NODE_ONLY) or (node_kind and c in _POD_ONLY):
             parts.append(f"NULL::float8 AS {c}")
         else:
             parts.append(f"sum({c})::float8 AS {c}")
@@ -341,7 +349,7 @@ def _rollup_sql(entity: Entity, resolution: str) -> tuple[str, list[Any]]:
     where, params = _where(entity)
     sql = (
         f"SELECT date_bin(%s * interval '1 second', bucket, %s) AS b, {', '.join(parts)} "
-        f"FROM {rollup_relation(entity.kind, resolution)} "
+        f"FROM {rollup_relation('node' if entity.kind == 'cluster' else entity.kind, resolution)} "
         f"WHERE {where} AND bucket >= %s AND bucket < %s GROUP BY 1 ORDER BY 1"
     )
     return sql, params
@@ -390,8 +398,13 @@ def group_node_ids(entity: Entity, window: Window) -> list[int]:
     A pod is bound to one node for its life, so the inventory answers this without touching the
     samples. last_seen lags by up to a minute (metrics.models.Pod), hence the margin.
     """
-    from metrics.models import Pod
+    from metrics.models import Node, Pod
 
+    if entity.kind == "cluster":
+        nodes = Node.objects.filter(
+            first_seen__lt=window.end, last_seen__gte=window.start - timedelta(minutes=2)
+        )
+        return sorted(nodes.values_list("id", flat=True))
     pods = Pod.objects.filter(namespace=entity.key[0])
     if entity.kind == "deployment":
         pods = pods.filter(deployment=entity.key[1])
@@ -508,7 +521,7 @@ def point_from_sums(
     point["memory_percent_of_limit"] = _div(
         sums["memory_limited_byte_seconds"], sums["memory_limit_byte_seconds"], 100.0
     )
-    if entity.kind == "node":
+    if entity.kind in NODE_KINDS:
         point["cpu_capacity_millicores"] = _div(sums["cpu_capacity_core_seconds"], divisor, 1000.0)
         point["cpu_percent_of_capacity"] = _div(sums["cpu_seconds"], sums["cpu_capacity_core_seconds"], 100.0)
         point["memory_capacity_bytes"] = _div(sums["memory_total_byte_seconds"], divisor)
@@ -748,3 +761,20 @@ def _node_coverage_by_node(node_ids: list[int], window: Window) -> dict[tuple[in
     )
     rows = _fetch(sql, [node_ids, window.start, window.end], parallel=False)
     return {(row[0], row[1]): min(60.0, float(row[2])) for row in rows}
+
+
+CLUSTER = Entity("cluster", ())
+
+
+def latest_cluster(now: datetime | None = None) -> dict[str, Any] | None:
+    """The cluster's newest complete minute (every node that reported lately covered it whole),
+    summed over its nodes; None when no node reported a whole minute within the lookback."""
+    now = now or timezone.now()
+    window = Window(
+        start=_floor(now - LATEST_BUCKET_LOOKBACK, 60), end=_floor(now, 60), step=60, source="1m"
+    )
+    for point in reversed(series(CLUSTER, window, now=now)):
+        if point["cpu_millicores"] is not None and (point["coverage"] or 0) >= 0.999:
+            point["interval_seconds"] = 60.0
+            return point
+    return None

@@ -138,6 +138,8 @@ if TIMESCALEDB not in ("auto", "off"):
 RETENTION_RAW_DAYS = env.int("RETENTION_RAW_DAYS", default=7)
 RETENTION_1M_DAYS = env.int("RETENTION_1M_DAYS", default=30)
 RETENTION_1H_DAYS = env.int("RETENTION_1H_DAYS", default=365)
+# The name /api/cluster/ answers with; one cluster per installation.
+CLUSTER_NAME = env.str("CLUSTER_NAME", default="default")
 ROLLUP_REFRESH_SECONDS = env.int("ROLLUP_REFRESH_SECONDS", default=60)
 
 # Reads need a session or a read token unless this is set.

@@ -193,3 +193,17 @@ class DeploymentSerializer(UsageMixin, serializers.Serializer):
 
 class DeploymentDetailSerializer(SeriesMixin, DeploymentSerializer):
     pass
+
+
+class ClusterSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="CLUSTER_NAME; one cluster per installation.")
+    nodes = serializers.IntegerField(help_text="Nodes ever seen.")
+    nodes_reporting = serializers.IntegerField(help_text="Nodes with a batch in the last 5 minutes.")
+    pods = serializers.IntegerField(help_text="Pods seen in the last 5 minutes.")
+    cpu_capacity_millicores = serializers.FloatField(allow_null=True, help_text="Of the reporting nodes.")
+    memory_capacity_bytes = serializers.IntegerField(allow_null=True, help_text="Of the reporting nodes.")
+    usage = UsageSerializer(
+        allow_null=True,
+        help_text="The newest minute every reporting node covered whole, summed over the nodes.",
+    )
+    series = SeriesSerializer(required=False)

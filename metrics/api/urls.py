@@ -10,6 +10,7 @@ from metrics.api.views import NAME_REGEX
 # Names contain dots, so no `.json` format suffixes; `?format=json` still works.
 router = DefaultRouter()
 router.include_format_suffixes = False
+router.register("cluster", views.ClusterViewSet, basename="cluster")
 router.register("nodes", views.NodeViewSet, basename="node")
 router.register(rf"nodes/(?P<node>{NAME_REGEX})/pods", views.NodePodViewSet, basename="node-pod")
 router.register("pods", views.PodViewSet, basename="pod")

@@ -162,3 +162,41 @@ def test_a_namespace_list_never_shows_a_partly_covered_minute(cluster):
     assert latest["time"] == cluster["last"] - timedelta(seconds=90)
     assert latest["coverage"] == pytest.approx(1.0)
     assert latest["cpu_millicores"] == pytest.approx(_truth(["web-1", "web-2", "db-0"], None)[0], rel=0.01)
+
+
+def test_the_cluster_series_is_the_sum_of_its_nodes_at_any_step(cluster):
+    truth = (NODE_RATES["node-10s"][0] + NODE_RATES["node-15s"][0]) * 1000
+    for step in (15, 45, 60, 300):
+        window = resolve_window(
+            start=cluster["first"], end=cluster["last"], step=step, now=cluster["now"]
+        )
+        for point in series.series(series.CLUSTER, window, now=cluster["now"]):
+            end = point["time"] + timedelta(seconds=step)
+            if cluster["first"] <= point["time"] and end <= cluster["last"]:
+                assert point["cpu_millicores"] == pytest.approx(truth, rel=0.01), (step, point["time"])
+                assert point["cpu_capacity_millicores"] == pytest.approx(12_000)
+                assert point["coverage"] == pytest.approx(1.0)
+
+
+def test_the_cluster_endpoint_gives_capacity_latest_minute_and_a_series(cluster, client, settings):
+    settings.ALLOW_ANONYMOUS_READS = True
+    # Make both nodes current: the fixture's data ended up to 25 minutes ago.
+    shift = timezone.now() - cluster["last"]
+    for model in (NodeSample, PodSample):
+        for row in model.objects.all():
+            row.time += shift
+            row.save(update_fields=["time"])
+    response = client.get("/api/cluster/", {"window": 1800, "step": 60})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["name"] == "default"
+    assert body["nodes"] == body["nodes_reporting"] == 2
+    assert body["pods"] == 4
+    assert body["cpu_capacity_millicores"] == pytest.approx(12_000)
+    truth = (NODE_RATES["node-10s"][0] + NODE_RATES["node-15s"][0]) * 1000
+    assert body["usage"]["cpu_millicores"] == pytest.approx(truth, rel=0.01)
+    assert body["usage"]["coverage"] == pytest.approx(1.0)
+    points = body["series"]["points"]
+    assert body["series"]["source"] == "1m"
+    assert any(p["coverage"] == pytest.approx(1.0) for p in points)
+    assert all(p["coverage"] is not None and 0 <= p["coverage"] <= 1 for p in points)
