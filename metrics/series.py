@@ -296,18 +296,22 @@ def _where(entity: Entity) -> tuple[str, list[Any]]:
     return " AND ".join([f"{c} = %s" for c in cols] or ["TRUE"]), list(entity.key)
 
 
-def _raw_spread_sql(table: str, where: str, terms: dict[str, tuple[str, str]], extra: str = "") -> str:
+def _raw_spread_sql(
+    table: str, where: str, terms: dict[str, tuple[str, str]], group: tuple[str, ...] = ()
+) -> str:
     """Raw samples spread over the step buckets their intervals overlap (see _RAW_TERMS_COMMON).
 
     Parameters, in order: step, epoch, the key values of `where`, window start - MAX_INTERVAL,
-    window end, step, step, window start, window end. Every bucket a sample overlaps gets its
-    share, so a step that is not a multiple of the sampling interval still sums exactly.
+    window end, window start, window end. Every bucket a sample overlaps gets its share, so a step
+    that is not a multiple of the sampling interval still sums exactly. `group` adds key columns
+    to the output, one row per bucket and key.
     """
     aggregates = ", ".join(_raw_aggregate(c, *terms[c]) for c in terms)
+    keys = "".join(f", {c}" for c in group)
     return (
-        "SELECT b, count(*) AS samples, "
+        f"SELECT b{keys}, count(*) AS samples, "
         f"{aggregates}, max(memory_working_set_bytes)::float8 AS memory_working_set_max_bytes, "
-        f"max(interval_seconds) AS max_interval_seconds{extra} "
+        "max(interval_seconds) AS max_interval_seconds "
         "FROM (SELECT s.*, g.b, g.b = g.first_b AS first, "
         "extract(epoch FROM least(s.time + s.interval_seconds * interval '1 second', g.b + g.w) "
         "- greatest(s.time, g.b))::float8 AS ov "
@@ -316,7 +320,7 @@ def _raw_spread_sql(table: str, where: str, terms: dict[str, tuple[str, str]], e
         "CROSS JOIN LATERAL (SELECT gb AS b, s.w0 AS w, date_bin(s.w0, s.time, s.e0) AS first_b "
         "FROM generate_series(date_bin(s.w0, s.time, s.e0), "
         "s.time + (s.interval_seconds * interval '1 second') - interval '1 microsecond', s.w0) gb) g"
-        ") x WHERE b >= %s AND b < %s GROUP BY b ORDER BY b"
+        f") x WHERE b >= %s AND b < %s GROUP BY b{keys} ORDER BY b"
     )
 
 
@@ -336,9 +340,16 @@ def rollup_relation(kind: str, resolution: str) -> str:
 
 
 def _rollup_sql(entity: Entity, resolution: str) -> tuple[str, list[Any]]:
+    where, params = _where(entity)
+    return _rollup_select(entity.kind, resolution, where), params
+
+
+def _rollup_select(kind: str, resolution: str, where: str, group: tuple[str, ...] = ()) -> str:
+    """Rollup rows summed into step buckets; parameters: step, epoch, the key values of `where`,
+    window start, window end."""
+    node_kind = kind in NODE_KINDS
     parts = []
     for c in SUM_COLUMNS:
-        node_kind = entity.kind in NODE_KINDS
         if (not node_kind and c in _NODE_ONLY) or (node_kind and c in _POD_ONLY):
             parts.append(f"NULL::float8 AS {c}")
         else:
@@ -346,13 +357,13 @@ def _rollup_sql(entity: Entity, resolution: str) -> tuple[str, list[Any]]:
     parts.append("max(memory_working_set_max_bytes)::float8 AS memory_working_set_max_bytes")
     # Rollup buckets are at least a minute, longer than any sample interval.
     parts.append("NULL::float8 AS max_interval_seconds")
-    where, params = _where(entity)
-    sql = (
-        f"SELECT date_bin(%s * interval '1 second', bucket, %s) AS b, {', '.join(parts)} "
-        f"FROM {rollup_relation('node' if entity.kind == 'cluster' else entity.kind, resolution)} "
-        f"WHERE {where} AND bucket >= %s AND bucket < %s GROUP BY 1 ORDER BY 1"
+    keys = "".join(f", {c}" for c in group)
+    positions = "".join(f", {i + 2}" for i in range(len(group)))
+    return (
+        f"SELECT date_bin(%s * interval '1 second', bucket, %s) AS b{keys}, {', '.join(parts)} "
+        f"FROM {rollup_relation('node' if kind == 'cluster' else kind, resolution)} "
+        f"WHERE {where} AND bucket >= %s AND bucket < %s GROUP BY 1{positions} ORDER BY 1"
     )
-    return sql, params
 
 
 def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ...]]:
@@ -412,10 +423,9 @@ def group_node_ids(entity: Entity, window: Window) -> list[int]:
     return sorted(set(pods.values_list("node_id", flat=True)))
 
 
-def node_coverage(node_ids: list[int], window: Window) -> dict[datetime, tuple[float, int]]:
-    """Per bucket: seconds of it covered by node samples, summed over the nodes, and how many of
-    the nodes reported in it. Node samples come in the same batch as their pods' samples, so a
-    node's coverage is the coverage of every pod on it."""
+def node_coverage_by_node(node_ids: list[int], window: Window) -> dict[tuple[int, datetime], float]:
+    """Per node and bucket: the seconds of the bucket its samples cover. Node samples come in the
+    same batch as their pods' samples, so a node's coverage is the coverage of every pod on it."""
     if not node_ids:
         return {}
     if window.source == "raw":
@@ -441,9 +451,25 @@ def node_coverage(node_ids: list[int], window: Window) -> dict[datetime, tuple[f
             "WHERE node_id = ANY(%s) AND bucket >= %s AND bucket < %s GROUP BY 1, 2"
         )
         params = [window.step, EPOCH, node_ids, window.start, window.end]
-    sql = f"SELECT b, sum(least(cov, %s)), count(*) FROM ({inner}) n GROUP BY b"
-    rows = _fetch(sql, [float(window.step), *params], parallel=False)
-    return {row[0]: (float(row[1]), int(row[2])) for row in rows}
+    rows = _fetch(inner, params, parallel=False)
+    return {(row[1], row[0]): min(float(window.step), float(row[2])) for row in rows}
+
+
+def node_coverage(node_ids: list[int], window: Window) -> dict[datetime, tuple[float, int]]:
+    """Per bucket: seconds covered by the nodes' samples, summed over them, and how many of the
+    nodes reported in it."""
+    return _sum_coverage(node_coverage_by_node(node_ids, window), set(node_ids))
+
+
+def _sum_coverage(
+    per_node: dict[tuple[int, datetime], float], nodes: set[int]
+) -> dict[datetime, tuple[float, int]]:
+    result: dict[datetime, tuple[float, int]] = {}
+    for (node, bucket), seconds in per_node.items():
+        if node in nodes:
+            total, count = result.get(bucket, (0.0, 0))
+            result[bucket] = (total + seconds, count + 1)
+    return result
 
 
 POINT_FIELDS = (
@@ -705,10 +731,9 @@ def latest_groups(kind: str, keys: list[tuple[str, ...]], now: datetime | None =
     params: list[Any] = [[k[i] for k in keys] for i in range(len(cols))]
     params += [since, now - timedelta(seconds=60)]
     rows = _fetch(sql, params, parallel=False)
-    nodes_of = _group_nodes(kind, keys, since)
-    all_nodes = sorted({n for ids in nodes_of.values() for n in ids})
     window = Window(start=_floor(since, 60), end=_ceil(now, 60), step=60, source="1m")
-    per_node = _node_coverage_by_node(all_nodes, window)
+    nodes_of = _group_nodes_in(kind, keys, window)
+    per_node = node_coverage_by_node(sorted({n for ids in nodes_of.values() for n in ids}), window)
     result: dict[tuple[str, ...], dict[str, Any]] = {}
     fallback: dict[tuple[str, ...], dict[str, Any]] = {}
     for row in rows:  # newest bucket first
@@ -741,28 +766,6 @@ def latest_groups(kind: str, keys: list[tuple[str, ...]], now: datetime | None =
     return result
 
 
-def _group_nodes(kind: str, keys: list[tuple[str, ...]], since: datetime) -> dict[tuple[str, ...], set[int]]:
-    from metrics.models import Pod
-
-    pods = Pod.objects.filter(namespace__in={k[0] for k in keys}, last_seen__gte=since)
-    nodes: dict[tuple[str, ...], set[int]] = {}
-    for namespace, deployment, node_id in pods.values_list("namespace", "deployment", "node_id").distinct():
-        key = (namespace,) if kind == "namespace" else (namespace, deployment)
-        nodes.setdefault(key, set()).add(node_id)
-    return nodes
-
-
-def _node_coverage_by_node(node_ids: list[int], window: Window) -> dict[tuple[int, datetime], float]:
-    if not node_ids:
-        return {}
-    sql = (
-        f"SELECT node_id, bucket, sum(covered_seconds)::float8 FROM {rollup_relation('node', '1m')} "
-        "WHERE node_id = ANY(%s) AND bucket >= %s AND bucket < %s GROUP BY 1, 2"
-    )
-    rows = _fetch(sql, [node_ids, window.start, window.end], parallel=False)
-    return {(row[0], row[1]): min(60.0, float(row[2])) for row in rows}
-
-
 CLUSTER = Entity("cluster", ())
 
 
@@ -778,3 +781,88 @@ def latest_cluster(now: datetime | None = None) -> dict[str, Any] | None:
             point["interval_seconds"] = 60.0
             return point
     return None
+
+
+# --- many entities in one request ----------------------------------------------------------------
+
+
+def _where_many(kind: str, keys: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    cols = _KEY_COLUMNS[kind]
+    if len(cols) == 1:
+        return f"{cols[0]} = ANY(%s)", [[k[0] for k in keys]]
+    arrays = ", ".join("%s::text[]" for _ in cols)
+    return (
+        f"({', '.join(cols)}) IN (SELECT * FROM unnest({arrays}))",
+        [[k[i] for k in keys] for i in range(len(cols))],
+    )
+
+
+def series_many(
+    entities: list[Entity], window: Window, now: datetime | None = None
+) -> list[list[dict[str, Any]]]:
+    """The series of many entities of one kind, in their order, with a fixed number of queries
+    (one for the sums, and for namespaces and Deployments one for their nodes and one for those
+    nodes' coverage), whatever their number. Each equals series() of that entity."""
+    if not entities:
+        return []
+    kind = entities[0].kind
+    if kind == "cluster" or any(e.kind != kind for e in entities):
+        raise ValueError("series_many takes entities of one kind other than the cluster")
+    now = now or timezone.now()
+    cols = _KEY_COLUMNS[kind]
+    keys = [e.key for e in entities]
+    where, key_params = _where_many(kind, keys)
+    if window.source == "raw":
+        terms = _raw_terms(kind)
+        sql = _raw_spread_sql(_RAW_TABLE[kind], where, terms, group=cols)
+        names: tuple[str, ...] = ("samples", *terms, *MAX_COLUMNS)
+        params = [window.step, EPOCH, *key_params, window.start - MAX_INTERVAL, window.end, window.start, window.end]
+    else:
+        sql = _rollup_select(kind, window.source, where, group=cols)
+        names = SUM_COLUMNS + MAX_COLUMNS
+        params = [window.step, EPOCH, *key_params, window.start, window.end]
+    sums: dict[tuple[Any, ...], dict[datetime, dict[str, Any]]] = {}
+    for row in _fetch(sql, params, parallel=window.source == "raw"):
+        values: dict[str, Any] = dict.fromkeys(SUM_COLUMNS + MAX_COLUMNS)
+        values.update(zip(names, row[1 + len(cols):]))
+        sums.setdefault(tuple(row[1 : 1 + len(cols)]), {})[row[0]] = values
+    nodes_of: dict[tuple[Any, ...], set[int]] = {}
+    per_node: dict[tuple[int, datetime], float] = {}
+    if kind in AGGREGATE_KINDS:
+        nodes_of = _group_nodes_in(kind, keys, window)
+        per_node = node_coverage_by_node(sorted({n for ns in nodes_of.values() for n in ns}), window)
+    step = timedelta(seconds=window.step)
+    result = []
+    for entity in entities:
+        own = sums.get(tuple(entity.key), {})
+        covered = _sum_coverage(per_node, nodes_of.get(tuple(entity.key), set())) if kind in AGGREGATE_KINDS else {}
+        points = []
+        bucket = window.start
+        while bucket < window.end:
+            if kind in AGGREGATE_KINDS:
+                points.append(_group_point(
+                    entity, bucket, window.step, own.get(bucket), covered.get(bucket),
+                    len(nodes_of.get(tuple(entity.key), ())), now,
+                ))
+            else:
+                points.append(point_from_sums(entity, bucket, float(window.step), own.get(bucket)))
+            bucket += step
+        result.append(points)
+    return result
+
+
+def _group_nodes_in(kind: str, keys: list[tuple[Any, ...]], window: Window) -> dict[tuple[Any, ...], set[int]]:
+    """group_node_ids for many namespaces or Deployments in one query."""
+    from metrics.models import Pod
+
+    pods = Pod.objects.filter(
+        namespace__in={k[0] for k in keys}, first_seen__lt=window.end,
+        last_seen__gte=window.start - timedelta(minutes=2),
+    )
+    wanted = set(map(tuple, keys))
+    nodes: dict[tuple[Any, ...], set[int]] = {}
+    for namespace, deployment, node_id in pods.values_list("namespace", "deployment", "node_id").distinct():
+        key = (namespace,) if kind == "namespace" else (namespace, deployment)
+        if key in wanted:
+            nodes.setdefault(key, set()).add(node_id)
+    return nodes

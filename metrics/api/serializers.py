@@ -207,3 +207,19 @@ class ClusterSerializer(serializers.Serializer):
         help_text="The newest minute every reporting node covered whole, summed over the nodes.",
     )
     series = SeriesSerializer(required=False)
+
+
+class EntitySeriesSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    namespace = serializers.CharField(required=False)
+    uid = serializers.CharField(required=False)
+    points = PointSerializer(many=True)
+
+
+class ManySeriesSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    step = serializers.IntegerField()
+    source = serializers.ChoiceField(choices=["raw", "1m", "1h"])
+    series = EntitySeriesSerializer(many=True)

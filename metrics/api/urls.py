@@ -11,6 +11,7 @@ from metrics.api.views import NAME_REGEX
 router = DefaultRouter()
 router.include_format_suffixes = False
 router.register("cluster", views.ClusterViewSet, basename="cluster")
+router.register("series", views.SeriesViewSet, basename="series")
 router.register("nodes", views.NodeViewSet, basename="node")
 router.register(rf"nodes/(?P<node>{NAME_REGEX})/pods", views.NodePodViewSet, basename="node-pod")
 router.register("pods", views.PodViewSet, basename="pod")

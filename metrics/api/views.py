@@ -411,3 +411,100 @@ class ClusterViewSet(ReadViewSet):
                 "step": window.step, "source": window.source, "points": points,
             }
         return Response(self.get_serializer_class()(item).data)
+
+
+# --- Many series in one request ------------------------------------------------------------------
+
+MAX_SERIES = 200
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="The series of many entities of one kind in one request",
+        parameters=[
+            OpenApiParameter(
+                "kind", OpenApiTypes.STR, required=True, enum=["node", "pod", "namespace", "deployment"]
+            ),
+            OpenApiParameter(
+                "name", OpenApiTypes.STR, many=True,
+                description="Names to include (repeat the parameter); default: every entity of the kind "
+                "within namespace / node, at most 200.",
+            ),
+            OpenApiParameter("namespace", OpenApiTypes.STR, description="For pods and Deployments."),
+            OpenApiParameter("node", OpenApiTypes.STR, description="For pods: only those on this node."),
+            *SERIES_PARAMETERS,
+        ],
+        responses=s.ManySeriesSerializer,
+    ),
+)
+class SeriesViewSet(ReadViewSet):
+    """`/api/series/?kind=deployment&namespace=shop&window=86400`: every Deployment of a namespace,
+    one query per request for the sums, not one request per entity."""
+
+    pagination_class = None
+    serializer_class = s.ManySeriesSerializer
+    queryset = Node.objects.none()
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        kind = request.query_params.get("kind")
+        if kind not in ("node", "pod", "namespace", "deployment"):
+            raise ValidationError({"kind": ["Must be one of node, pod, namespace, deployment."]})
+        window = self.series_window(request)
+        if window is None:
+            raise ValidationError({"window": ["Give window or start (and end)."]})
+        names = request.query_params.getlist("name")
+        if any("\x00" in n for n in names):
+            raise ValidationError({"name": ["Must not contain NUL."]})
+        items = self._entities(kind, names, request.query_params)
+        if len(items) > MAX_SERIES:
+            raise ValidationError({"name": [f"At most {MAX_SERIES} entities per request; narrow it down."]})
+        all_points = series.series_many([e for _, e in items], window) if items else []
+        out = []
+        for (labels, _), points in zip(items, all_points):
+            for point in points:
+                point["time"] = _format_time(point["time"])
+            out.append({**labels, "points": points})
+        data = {
+            "kind": kind, "start": _format_time(window.start), "end": _format_time(window.end),
+            "step": window.step, "source": window.source, "series": out,
+        }
+        return Response(self.get_serializer_class()(data).data)
+
+    def _entities(self, kind: str, names: list[str], params: Any) -> list[tuple[dict[str, Any], series.Entity]]:
+        namespace = params.get("namespace")
+        limit = MAX_SERIES + 1
+        if kind == "node":
+            nodes = Node.objects.order_by("name")
+            if names:
+                nodes = nodes.filter(name__in=names)
+            return [({"name": n.name}, series.Entity("node", (n.pk,))) for n in nodes[:limit]]
+        if kind == "namespace":
+            found = Pod.objects.values_list("namespace", flat=True).distinct().order_by("namespace")
+            if names:
+                found = found.filter(namespace__in=names)
+            return [({"name": ns}, series.Entity("namespace", (ns,))) for ns in found[:limit]]
+        if namespace is None:
+            raise ValidationError({"namespace": [f"Required for kind={kind}."]})
+        if kind == "deployment":
+            deps = (
+                Pod.objects.filter(namespace=namespace, deployment__isnull=False).exclude(deployment="")
+                .values_list("deployment", flat=True).distinct().order_by("deployment")
+            )
+            if names:
+                deps = deps.filter(deployment__in=names)
+            return [
+                ({"namespace": namespace, "name": d}, series.Entity("deployment", (namespace, d)))
+                for d in deps[:limit]
+            ]
+        pods = Pod.objects.filter(namespace=namespace).select_related("node").order_by("name", "id")
+        if params.get("node"):
+            pods = pods.filter(node__name=params["node"])
+        if names:
+            pods = pods.filter(name__in=names)
+        return [
+            (
+                {"namespace": namespace, "name": p.name, "uid": p.uid},
+                series.Entity("pod", (p.pk,), p.node.cpu_capacity_cores, p.node.memory_total_bytes),
+            )
+            for p in pods[:limit]
+        ]

@@ -200,3 +200,55 @@ def test_the_cluster_endpoint_gives_capacity_latest_minute_and_a_series(cluster,
     assert body["series"]["source"] == "1m"
     assert any(p["coverage"] == pytest.approx(1.0) for p in points)
     assert all(p["coverage"] is not None and 0 <= p["coverage"] <= 1 for p in points)
+
+
+@pytest.mark.parametrize("step", [15, 45, 60, 300])
+def test_many_entities_in_one_call_equal_their_series_one_by_one(cluster, step):
+    window = resolve_window(
+        start=cluster["first"] - timedelta(minutes=2), end=cluster["last"] + timedelta(minutes=2),
+        step=step, now=cluster["now"],
+    )
+    pods = cluster["pods"]
+    groups = [
+        [Entity("namespace", ("shop",)), Entity("namespace", ("ops",)), Entity("namespace", ("none",))],
+        [Entity("deployment", ("shop", "web")), Entity("deployment", ("ops", "mon"))],
+        [Entity("pod", (pods["db-0"].pk,)), Entity("pod", (pods["web-2"].pk,))],
+        [Entity("node", (cluster["a"].pk,)), Entity("node", (cluster["b"].pk,))],
+    ]
+    for entities in groups:
+        together = series.series_many(entities, window, now=cluster["now"])
+        for entity, points in zip(entities, together):
+            alone = series.series(entity, window, now=cluster["now"])
+            assert len(points) == len(alone)
+            for p, q in zip(points, alone):
+                for name in ("cpu_millicores", "memory_working_set_bytes", "coverage", "oom_kills"):
+                    assert p[name] == pytest.approx(q[name]), (entity, p["time"], name)
+
+
+def test_one_request_returns_the_series_of_every_deployment_of_a_namespace(cluster, client, settings):
+    settings.ALLOW_ANONYMOUS_READS = True
+    start = (cluster["first"] + timedelta(minutes=5)).isoformat()
+    end = (cluster["first"] + timedelta(minutes=35)).isoformat()
+    response = client.get("/api/series/", {"kind": "deployment", "namespace": "shop", "start": start, "end": end, "step": 45})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert [s["name"] for s in body["series"]] == ["web"]
+    truth = _truth(["web-1", "web-2"], None)[0]
+    whole = [p for p in body["series"][0]["points"] if p["coverage"] == pytest.approx(1.0)]
+    assert whole and all(p["cpu_millicores"] == pytest.approx(truth, rel=0.01) for p in whole)
+    named = client.get("/api/series/", {"kind": "namespace", "name": ["ops", "shop"], "window": 7200, "step": 300})
+    assert [s["name"] for s in named.json()["series"]] == ["ops", "shop"]
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"window": 600}, "kind"),
+    ({"kind": "cow", "window": 600}, "kind"),
+    ({"kind": "pod"}, "window"),
+    ({"kind": "deployment", "window": 600}, "namespace"),
+    ({"kind": "namespace", "window": -5}, "window"),
+])
+def test_a_bad_many_series_request_is_a_400_naming_the_parameter(db, client, settings, params, field):
+    settings.ALLOW_ANONYMOUS_READS = True
+    response = client.get("/api/series/", params)
+    assert response.status_code == 400
+    assert field in response.json()
