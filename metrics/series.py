@@ -41,7 +41,7 @@ LATEST_LOOKBACK = timedelta(minutes=5)
 COMPLETE_BUCKET_DELAY = timedelta(minutes=2)
 LATEST_BUCKET_LOOKBACK = timedelta(minutes=15)
 
-KINDS = ("cluster", "node", "pod", "namespace", "deployment")
+KINDS = ("cluster", "node", "pod", "container", "namespace", "deployment")
 # Kinds whose values add up over many pods or nodes: divided by the seconds their nodes reported
 # (see _group_point), not by one entity's covered time.
 AGGREGATE_KINDS = ("namespace", "deployment", "cluster")
@@ -127,6 +127,7 @@ def _raw_aggregate(column: str, kind: str, expr: str) -> str:
 
 _RAW_TABLE = {
     "cluster": "metrics_nodesample",
+    "container": "metrics_containersample",
     "node": "metrics_nodesample",
     "pod": "metrics_podsample",
     "namespace": "metrics_podsample",
@@ -137,6 +138,8 @@ _KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "cluster": (),
     "node": ("node_id",),
     "pod": ("pod_id",),
+    # Containers have raw samples only (no rollups): their series reach back RETENTION_RAW_DAYS.
+    "container": ("container_id",),
     "namespace": ("namespace",),
     "deployment": ("namespace", "deployment"),
 }
@@ -258,6 +261,10 @@ def resolve_window(
         raise SeriesError(
             "start", f"Nothing older than {_retention(src).days} days is kept (RETENTION_1H_DAYS)."
         )
+    if source == "raw" and start < now - _retention("raw"):
+        raise SeriesError(
+            "start", f"Raw samples are kept {_retention('raw').days} days (RETENTION_RAW_DAYS)."
+        )
     if source is None and start < now - _retention(src):
         needed = "60" if src == "raw" else "3600"
         raise SeriesError(
@@ -327,6 +334,10 @@ def _raw_spread_sql(
 def _raw_terms(kind: str) -> dict[str, tuple[str, str]]:
     terms = dict(_RAW_TERMS_COMMON)
     terms.update(_RAW_TERMS_NODE if kind in NODE_KINDS else _RAW_TERMS_POD)
+    if kind == "container":
+        # A container shares its pod's network namespace: network is counted on the pod only.
+        for name in ("net_rx_bytes", "net_tx_bytes"):
+            terms.pop(name)
     return terms
 
 
@@ -866,3 +877,21 @@ def _group_nodes_in(kind: str, keys: list[tuple[Any, ...]], window: Window) -> d
         if key in wanted:
             nodes.setdefault(key, set()).add(node_id)
     return nodes
+
+
+_LATEST_CONTAINER_COLUMNS = (
+    "time", "interval_seconds", "cpu_seconds", "memory_working_set_bytes", "disk_read_bytes",
+    "disk_write_bytes", "cpu_limit_cores", "memory_limit_bytes",
+)
+
+
+def latest_containers(ids: list[int], now: datetime | None = None) -> dict[int, dict[str, Any]]:
+    """Newest sample of each container within the lookback, keyed by container id."""
+    since = (now or timezone.now()) - LATEST_LOOKBACK
+    rows = _latest_raw("metrics_containersample", "container_id", ids, _LATEST_CONTAINER_COLUMNS, since)
+    result = {}
+    for i, row in rows.items():
+        row.setdefault("net_rx_bytes", None)
+        row.setdefault("net_tx_bytes", None)
+        result[i] = usage_from_sample(Entity("container", (i,)), row)
+    return result

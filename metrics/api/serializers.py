@@ -223,3 +223,13 @@ class ManySeriesSerializer(serializers.Serializer):
     step = serializers.IntegerField()
     source = serializers.ChoiceField(choices=["raw", "1m", "1h"])
     series = EntitySeriesSerializer(many=True)
+
+
+class ContainerUsageSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    container_id = serializers.CharField(help_text="The runtime's id of the current instance.")
+    image = serializers.CharField()
+    first_seen = serializers.DateTimeField()
+    last_seen = serializers.DateTimeField()
+    usage = UsageSerializer(allow_null=True)
+    series = SeriesSerializer(required=False)

@@ -20,6 +20,11 @@ router.register(
     rf"namespaces/(?P<namespace>{NAME_REGEX})/pods", views.NamespacePodViewSet, basename="namespace-pod"
 )
 router.register(
+    rf"namespaces/(?P<namespace>{NAME_REGEX})/pods/(?P<pod>{NAME_REGEX})/containers",
+    views.PodContainerViewSet,
+    basename="pod-container",
+)
+router.register(
     rf"namespaces/(?P<namespace>{NAME_REGEX})/deployments",
     views.NamespaceDeploymentViewSet,
     basename="namespace-deployment",

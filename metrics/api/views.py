@@ -26,7 +26,7 @@ from metrics.api import serializers as s
 from metrics.api.filters import PodFilterSet
 from metrics.api.pagination import NameCursorPagination
 from metrics.auth import ApiTokenAuthentication, CanRead
-from metrics.models import Node, Pod
+from metrics.models import Container, Node, Pod
 
 # Names may hold dots (node names usually do); only the slash separates path segments.
 # No NUL: ingest never stores one (PostgreSQL text cannot hold it), so such a name is a 404 at
@@ -105,7 +105,7 @@ class ReadViewSet(viewsets.GenericViewSet):
             }
         return Response(self.get_serializer_class()(item, context=context).data)
 
-    def series_window(self, request: Request) -> series.Window | None:
+    def series_window(self, request: Request, source: str | None = None) -> series.Window | None:
         params = s.SeriesParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         values = params.validated_data
@@ -119,6 +119,7 @@ class ReadViewSet(viewsets.GenericViewSet):
                 start=values.get("start"),
                 end=values.get("end"),
                 step=values.get("step"),
+                source=source,
             )
         except series.SeriesError as exc:
             raise ValidationError({exc.param: [exc.message]}) from exc
@@ -508,3 +509,55 @@ class SeriesViewSet(ReadViewSet):
             )
             for p in pods[:limit]
         ]
+
+
+# --- Containers of a pod -------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Containers of a pod, with newest usage and, given window or start, their series",
+        parameters=[
+            _path_param("namespace", "Namespace name"), _path_param("pod", "Pod name"),
+            *SERIES_PARAMETERS,
+        ],
+        responses=s.ContainerUsageSerializer(many=True),
+    ),
+)
+class PodContainerViewSet(ReadViewSet):
+    """Containers have raw samples only: any step is served from them, within RETENTION_RAW_DAYS.
+    The pause container is never stored (the collector recognises it), and network is counted on
+    the pod, whose network namespace its containers share."""
+
+    pagination_class = None
+    serializer_class = s.ContainerUsageSerializer
+    queryset = Container.objects.none()
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        window = self.series_window(request, source="raw")
+        pod = (
+            Pod.objects.filter(namespace=self.kwargs["namespace"], name=self.kwargs["pod"])
+            .order_by("-last_seen", "-id").first()
+        )
+        if pod is None:
+            raise Http404("No such pod.")
+        containers = list(Container.objects.filter(pod=pod).order_by("name"))
+        usage = series.latest_containers([c.pk for c in containers])
+        all_points: list[list[dict[str, Any]]] = []
+        if window is not None and containers:
+            all_points = series.series_many([series.Entity("container", (c.pk,)) for c in containers], window)
+        out = []
+        for i, c in enumerate(containers):
+            item: dict[str, Any] = {
+                "name": c.name, "container_id": c.container_id, "image": c.image,
+                "first_seen": c.first_seen, "last_seen": c.last_seen, "usage": usage.get(c.pk),
+            }
+            if window is not None:
+                for point in all_points[i]:
+                    point["time"] = _format_time(point["time"])
+                item["series"] = {
+                    "start": _format_time(window.start), "end": _format_time(window.end),
+                    "step": window.step, "source": window.source, "points": all_points[i],
+                }
+            out.append(item)
+        return Response(self.get_serializer_class()(out, many=True).data)

@@ -252,3 +252,34 @@ def test_a_bad_many_series_request_is_a_400_naming_the_parameter(db, client, set
     response = client.get("/api/series/", params)
     assert response.status_code == 400
     assert field in response.json()
+
+
+def test_a_pods_containers_are_served_with_latest_usage_and_exact_series(db, client, settings):
+    from metrics.models import Container, ContainerSample
+
+    settings.ALLOW_ANONYMOUS_READS = True
+    now = timezone.now()
+    node = make_node("node-c")
+    pod = make_pod("api-0", "shop", node)
+    app = Container.objects.create(pod=pod, name="app", container_id="c1", image="shop/api:1", first_seen=now, last_seen=now)
+    side = Container.objects.create(pod=pod, name="sidecar", container_id="c2", image="envoy:1", first_seen=now, last_seen=now)
+    first = series._floor(now - timedelta(minutes=30), 60)
+    rows = []
+    for container, cores in ((app, 0.5), (side, 0.05)):
+        rows += [
+            ContainerSample(
+                time=t, interval_seconds=15, container=container, pod=pod, cpu_seconds=cores * 15,
+                memory_working_set_bytes=64 * 1024**2, disk_read_bytes=0, disk_write_bytes=0,
+            )
+            for t in _samples(first, series._floor(now, 15) - timedelta(seconds=15), 15)
+        ]
+    ContainerSample.objects.bulk_create(rows)
+    response = client.get("/api/namespaces/shop/pods/api-0/containers/", {"window": 1200, "step": 45})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert [c["name"] for c in body] == ["app", "sidecar"]
+    assert body[0]["usage"]["cpu_millicores"] == pytest.approx(500)
+    assert body[0]["series"]["source"] == "raw"
+    whole = [p for p in body[0]["series"]["points"] if p["coverage"] == pytest.approx(1.0)]
+    assert len(whole) > 10 and all(p["cpu_millicores"] == pytest.approx(500) for p in whole)
+    assert client.get("/api/namespaces/shop/pods/nope/containers/").status_code == 404
