@@ -26,7 +26,7 @@ async function getAll(url) {
   return items;
 }
 
-function polyline(svg, values, width, height, max) {
+function polyline(svg, values, width, height, max, coverage) {
   const ns = "http://www.w3.org/2000/svg";
   svg.replaceChildren();
   const known = values.filter((v) => v !== null);
@@ -42,12 +42,29 @@ function polyline(svg, values, width, height, max) {
     }
     points = [];
   };
+  const partial = [];
   values.forEach((v, i) => {
     if (v === null) return flush();
     const x = values.length > 1 ? (i / (values.length - 1)) * width : width / 2;
-    points.push(`${x.toFixed(1)},${(height - (v / top) * (height - 4) - 2).toFixed(1)}`);
+    const y = height - (v / top) * (height - 4) - 2;
+    points.push(`${x.toFixed(1)},${y.toFixed(1)}`);
+    // A bucket its data covers only in part (still filling, data started or stopped in it, a
+    // collector gap) is marked, so a dip there is not read as a real drop.
+    const c = coverage ? coverage[i] : null;
+    if (c !== null && c !== undefined && c < 0.999) partial.push([x, y, c]);
   });
   flush();
+  for (const [x, y, c] of partial) {
+    const dot = document.createElementNS(ns, "circle");
+    dot.setAttribute("cx", x.toFixed(1));
+    dot.setAttribute("cy", y.toFixed(1));
+    dot.setAttribute("r", "3");
+    dot.setAttribute("class", "partial");
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `partial bucket: ${Math.round(c * 100)} % covered`;
+    dot.appendChild(title);
+    svg.appendChild(dot);
+  }
   return top;
 }
 
@@ -78,10 +95,13 @@ async function showChart(title, url) {
   document.getElementById("chart-title").textContent = title;
   const cpu = s.points.map((p) => p.cpu_millicores);
   const memory = s.points.map((p) => (p.memory_working_set_bytes === null ? null : p.memory_working_set_bytes / MiB));
-  polyline(document.getElementById("chart-cpu"), cpu, 600, 160);
-  polyline(document.getElementById("chart-memory"), memory, 600, 160);
+  const coverage = s.points.map((p) => p.coverage);
+  polyline(document.getElementById("chart-cpu"), cpu, 600, 160, undefined, coverage);
+  polyline(document.getElementById("chart-memory"), memory, 600, 160, undefined, coverage);
+  const partial = coverage.filter((c) => c !== null && c < 0.999).length;
   document.getElementById("chart-note").textContent =
-    `${s.points.length} points of ${s.step} s from ${s.source === "raw" ? "raw samples" : s.source + " rollups"}, ${s.start} to ${s.end}`;
+    `${s.points.length} points of ${s.step} s from ${s.source === "raw" ? "raw samples" : s.source + " rollups"}, ${s.start} to ${s.end}` +
+    (partial ? `; ${partial} partly covered (circled)` : "");
 }
 
 async function fillNodes() {
