@@ -11,14 +11,15 @@ bucket is the sum of its finer buckets and a namespace is the sum of its pods, e
   with the public names returning the materialized buckets before the refresh watermark plus the
   newest raw data aggregated on the fly, like TimescaleDB's real-time aggregation.
 
-Migration 0003 calls create_rollups() / drop_rollups(); changing a definition here needs a new
-migration that drops and recreates the rollups.
+The DDL that creates them lives in the frozen snapshot metrics/migrations/snapshots/rollups_0003.py,
+which migration 0003 runs; this live copy holds what the refresh and retention use. Changing a
+definition here needs a new snapshot and a new migration that drops and recreates the rollups.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
 
 from metrics.backend import bucket_expression
 
@@ -175,140 +176,6 @@ def column_list(entity: Entity) -> str:
     return ", ".join(["bucket", *entity.key_names(), *(c.name for c in entity.columns)])
 
 
-# --- tier tsl: continuous aggregates -----------------------------------------------------------
-
-def _create_caggs(cursor: Any) -> None:
-    for entity in ENTITY.values():
-        for resolution in RESOLUTIONS:
-            if resolution == "1m":
-                query = select_from_raw("tsl", entity, "1m")
-            else:
-                query = select_from_finer("tsl", entity, "1h", entity.relation("1m"))
-            # WITH NO DATA: materializing here would need to run outside a transaction and could
-            # take long on an existing database; the refresh policy and real-time part cover it.
-            cursor.execute(
-                f"CREATE MATERIALIZED VIEW {entity.relation(resolution)} "
-                "WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS "
-                f"{query} WITH NO DATA"
-            )
-            cursor.execute(
-                f"CREATE INDEX {entity.relation(resolution)}_keys ON {entity.relation(resolution)} "
-                f"({', '.join(INDEX_KEYS[entity.name])}, bucket DESC)"
-            )
-
-
-def _drop_caggs(cursor: Any) -> None:
-    # 1h first: it is built on the 1m aggregate.
-    for resolution in ("1h", "1m"):
-        for entity in ENTITY.values():
-            cursor.execute(f"DROP MATERIALIZED VIEW IF EXISTS {entity.relation(resolution)}")
-
-
-# --- tiers apache / plain: tables kept by the application + real-time views --------------------
-
-def _create_tables_and_views(cursor: Any, tier: str) -> None:
-    cursor.execute(
-        f"""
-        CREATE TABLE {STATE_TABLE} (
-            id smallint PRIMARY KEY CHECK (id = 1),
-            -- Late samples starting before this instant are logged in {INVALIDATION_TABLE}.
-            -- It moves first, so an ingest racing a refresh logs its range rather than being
-            -- missed (see metrics/rollups.py).
-            invalidation_threshold timestamptz,
-            -- The *_1m_mat tables hold every 1m bucket before this; the views aggregate raw
-            -- samples from here on.
-            materialized_1m timestamptz,
-            -- The same for *_1h_mat; the 1h views sum 1m rows from here on.
-            materialized_1h timestamptz,
-            refreshed_at timestamptz
-        )
-        """
-    )
-    cursor.execute(f"INSERT INTO {STATE_TABLE} (id) VALUES (1)")
-    cursor.execute(
-        f"""
-        CREATE TABLE {INVALIDATION_TABLE} (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            -- Raw samples whose interval starts in [start_time, end_time) were written after
-            -- their 1m buckets were materialized.
-            start_time timestamptz NOT NULL,
-            end_time timestamptz NOT NULL,
-            recorded_at timestamptz NOT NULL DEFAULT now()
-        )
-        """
-    )
-    for entity in ENTITY.values():
-        for resolution, width in RESOLUTIONS.items():
-            mat = f"{entity.relation(resolution)}_mat"
-            columns = ", ".join(
-                ["bucket timestamptz NOT NULL"]
-                + [f"{name} {type_}" for name, type_ in entity.keys]
-                + [f"{c.name} {c.type}" for c in entity.columns]
-            )
-            cursor.execute(f"CREATE TABLE {mat} ({columns})")
-            cursor.execute(
-                f"CREATE INDEX {mat}_keys ON {mat} ({', '.join(INDEX_KEYS[entity.name])}, bucket DESC)"
-            )
-            if tier == "apache":
-                # Chunks let retention drop whole days (1m) or weeks (1h) instead of deleting rows.
-                chunk = "1 day" if resolution == "1m" else "7 days"
-                cursor.execute(
-                    "SELECT create_hypertable(%s::regclass, 'bucket', "
-                    "chunk_time_interval => %s::interval)",
-                    [mat, chunk],
-                )
-            else:
-                # Rows arrive in bucket order, so a BRIN index serves refresh and retention
-                # range deletes at almost no cost.
-                cursor.execute(f"CREATE INDEX {mat}_bucket ON {mat} USING brin (bucket)")
-    for entity in ENTITY.values():
-        cursor.execute(_view_sql(tier, entity, "1m"))
-        cursor.execute(_view_sql(tier, entity, "1h"))
-
-
-def _view_sql(tier: str, entity: Entity, resolution: str) -> str:
-    relation = entity.relation(resolution)
-    columns = column_list(entity)
-    mark = f"materialized_{resolution}"
-    boundary = f"(SELECT coalesce({mark}, '-infinity') FROM {STATE_TABLE} WHERE id = 1)"
-    if resolution == "1m":
-        live = select_from_raw(tier, entity, "1m", where=f'"time" >= {boundary}')
-    else:
-        live = select_from_finer(
-            tier, entity, "1h", entity.relation("1m"), where=f"bucket >= {boundary}"
-        )
-    return (
-        f"CREATE VIEW {relation} AS "
-        f"SELECT {columns} FROM {relation}_mat WHERE bucket < {boundary} "
-        f"UNION ALL SELECT {columns} FROM ({live}) AS live"
-    )
-
-
-def _drop_tables_and_views(cursor: Any) -> None:
-    for resolution in ("1h", "1m"):
-        for entity in ENTITY.values():
-            cursor.execute(f"DROP VIEW IF EXISTS {entity.relation(resolution)}")
-    for resolution in ("1h", "1m"):
-        for entity in ENTITY.values():
-            cursor.execute(f"DROP TABLE IF EXISTS {entity.relation(resolution)}_mat")
-    cursor.execute(f"DROP TABLE IF EXISTS {INVALIDATION_TABLE}")
-    cursor.execute(f"DROP TABLE IF EXISTS {STATE_TABLE}")
-
-
-def create_rollups(cursor: Any, tier: str) -> None:
-    if tier == "tsl":
-        _create_caggs(cursor)
-    else:
-        _create_tables_and_views(cursor, tier)
-
-
-def drop_rollups(cursor: Any, tier: str) -> None:
-    if tier == "tsl":
-        _drop_caggs(cursor)
-    else:
-        _drop_tables_and_views(cursor)
-
-
 # --- tier tsl: policies ------------------------------------------------------------------------
 
 # Refresh policies. Both reach back over the whole raw retention: a range below an aggregate's
@@ -333,46 +200,3 @@ def retention_days() -> dict[str, int]:
         "1m": settings.RETENTION_1M_DAYS,
         "1h": settings.RETENTION_1H_DAYS,
     }
-
-
-def add_policies(cursor: Any, sample_tables: dict[str, str]) -> None:
-    days = retention_days()
-    for table, segment_by in sample_tables.items():
-        cursor.execute(
-            f"ALTER TABLE {table} SET (timescaledb.compress, "
-            f"timescaledb.compress_segmentby = '{segment_by}', "
-            "timescaledb.compress_orderby = 'time DESC')"
-        )
-        cursor.execute(
-            "SELECT add_compression_policy(%s::regclass, compress_after => %s::interval)",
-            [table, COMPRESS_AFTER],
-        )
-        cursor.execute(
-            "SELECT add_retention_policy(%s::regclass, drop_after => make_interval(days => %s))",
-            [table, days["raw"]],
-        )
-    for entity in ENTITY.values():
-        for resolution, policy in REFRESH_POLICIES.items():
-            relation = entity.relation(resolution)
-            cursor.execute(
-                "SELECT add_continuous_aggregate_policy(%s::regclass, "
-                "start_offset => make_interval(days => %s), end_offset => %s::interval, "
-                "schedule_interval => %s::interval)",
-                [relation, days["raw"], policy["end_offset"], policy["schedule_interval"]],
-            )
-            cursor.execute(
-                "SELECT add_retention_policy(%s::regclass, drop_after => make_interval(days => %s))",
-                [relation, days[resolution]],
-            )
-
-
-def remove_policies(cursor: Any, sample_tables: dict[str, str]) -> None:
-    """Undo add_policies on the raw tables (the aggregates' policies go with the aggregates)."""
-    for table in sample_tables:
-        cursor.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [table])
-        cursor.execute("SELECT remove_compression_policy(%s::regclass, if_exists => true)", [table])
-        cursor.execute(
-            f"SELECT decompress_chunk(c, if_compressed => true) FROM show_chunks(%s::regclass) c",
-            [table],
-        )
-        cursor.execute(f"ALTER TABLE {table} SET (timescaledb.compress = false)")

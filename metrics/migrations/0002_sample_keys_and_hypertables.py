@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.db import migrations
 
-from metrics import storage_schema
+from metrics.migrations.snapshots import storage_0002 as storage_schema
 
 
 def forward(apps, schema_editor):

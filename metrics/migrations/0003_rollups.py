@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from django.db import migrations
 
-from metrics import backend, rollup_schema, storage_schema
+from metrics import backend
+from metrics.migrations.snapshots import rollups_0003 as rollup_schema
+from metrics.migrations.snapshots import storage_0002 as storage_schema
 
 
 def forward(apps, schema_editor):

@@ -13,6 +13,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from metrics import backend, rollups, storage_schema
+from metrics.migrations.snapshots import storage_0002
 from metrics.rollup_schema import ENTITY, RESOLUTIONS
 from metrics.tests.factories import make_node, make_pod, make_pod_samples, reset_rollups
 
@@ -206,8 +207,8 @@ def test_migrate_says_what_to_do_when_it_may_not_create_the_extension():
     )
     try:
         with other.cursor() as cursor:
-            with pytest.raises(storage_schema.TimescaleDBUnavailable) as failure:
-                storage_schema.choose_and_record_tier(cursor)
+            with pytest.raises(storage_0002.TimescaleDBUnavailable) as failure:
+                storage_0002.choose_and_record_tier(cursor)
         message = str(failure.value)
         assert "CREATE EXTENSION timescaledb;" in message
         assert "superuser" in message and "TIMESCALEDB=off" in message
@@ -216,3 +217,44 @@ def test_migrate_says_what_to_do_when_it_may_not_create_the_extension():
         other.close()
         with connection.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{scratch}"')
+
+
+def test_migrations_go_from_zero_to_the_newest_and_back_to_zero_on_this_tier():
+    reset_rollups()
+    try:
+        call_command("migrate", "metrics", "zero", verbosity=0, skip_checks=True)
+        for table in SAMPLE_TABLES:
+            assert relation_kind(table) is None, table
+        assert relation_kind(backend.STORAGE_TABLE) is None
+        connection.close()
+        call_command("migrate", "metrics", verbosity=0, skip_checks=True)
+        backend.clear_cache()
+        assert backend.storage_tier() == expected_tier()
+        for entity in ENTITY.values():
+            for resolution in RESOLUTIONS:
+                assert relation_kind(entity.relation(resolution)) is not None
+        connection.close()
+        call_command("migrate", "metrics", "zero", verbosity=0, skip_checks=True)
+        for entity in ENTITY.values():
+            assert relation_kind(entity.relation("1m")) is None
+    finally:
+        connection.close()
+        call_command("migrate", "metrics", verbosity=0, skip_checks=True)
+        backend.clear_cache()
+    assert backend.storage_tier() == expected_tier()
+
+
+def test_migrations_use_frozen_snapshots_never_the_live_definitions():
+    import ast
+    from pathlib import Path
+
+    import metrics.migrations
+
+    live = {"metrics.rollup_schema", "metrics.storage_schema", "metrics.series", "metrics.rollups", "metrics.retention"}
+    for path in Path(metrics.migrations.__file__).parent.glob("[0-9]*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+                assert not names & live, (path.name, names & live)
+            elif isinstance(node, ast.Import):
+                assert not {a.name for a in node.names} & live, path.name
