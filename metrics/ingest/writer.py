@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db import connection, models, transaction
 
 from metrics.ingest.schema import IngestBatch as Batch
-from metrics.models import ContainerSample, NetworkMixin, NodeSample, PodSample, SampleBase
+from metrics.models import ContainerSample, NetworkMixin, NodeSample, Pod, PodSample, SampleBase
 
 try:  # Provided by the storage engineer's rollups module; optional until it lands.
     from metrics.rollups import record_ingested_range as _record_ingested_range
@@ -73,6 +73,7 @@ _PG_TYPES = {
     "IntegerField": "int4",
     "CharField": "text",
     "DateTimeField": "timestamptz",
+    "JSONField": "jsonb",
 }
 
 
@@ -131,28 +132,23 @@ WITH node AS (
 SELECT node.id, node.first_seen, EXISTS (SELECT FROM sample) FROM node
 """
 
+# The pod inventory's columns, from the model: a column added to Pod reaches the upsert (and
+# fails loudly in _pod_row if the batch lacks it) instead of drifting from a copy kept here.
+# `first_seen` / `last_seen` are merged with LEAST / GREATEST; `uid` is the conflict key; every
+# other column takes the newest batch's value.
+_POD_COLUMNS = _names(Pod, {"id"})
+# jsonb travels as text in the unnest arrays and is cast in the SELECT.
 _POD_INVENTORY = [
-    ("uid", "text"),
-    ("name", "text"),
-    ("namespace", "text"),
-    ("node_id", "int8"),
-    ("owner_kind", "text"),
-    ("owner_name", "text"),
-    ("deployment", "text"),
-    ("qos", "text"),
-    ("labels", "text"),
-    ("cpu_limit_cores", "float8"),
-    ("memory_limit_bytes", "int8"),
-    ("first_seen", "timestamptz"),
-    ("last_seen", "timestamptz"),
+    (c, "text" if t == "jsonb" else t) for c, t in zip(_POD_COLUMNS, _pg_types(Pod, _POD_COLUMNS))
 ]
+_POD_UPDATED = [c for c in _POD_COLUMNS if c not in ("uid", "first_seen", "last_seen")]
 _POD_SELECT = ", ".join(f"u.{c}::jsonb" if c == "labels" else f"u.{c}" for c, _ in _POD_INVENTORY)
 POD_SQL = f"""
 INSERT INTO metrics_pod ({", ".join(c for c, _ in _POD_INVENTORY)})
 SELECT {_POD_SELECT}
 FROM unnest({", ".join(f"%b::{t}[]" for _, t in _POD_INVENTORY)}) AS u({", ".join(c for c, _ in _POD_INVENTORY)})
 ON CONFLICT (uid) DO UPDATE SET
-    {", ".join(_newer("metrics_pod", c) for c, _ in _POD_INVENTORY[1:11])},
+    {", ".join(_newer("metrics_pod", c) for c in _POD_UPDATED)},
     first_seen = LEAST(metrics_pod.first_seen, EXCLUDED.first_seen),
     last_seen = GREATEST(metrics_pod.last_seen, EXCLUDED.last_seen)
 RETURNING id, uid
@@ -179,18 +175,29 @@ CONTAINER_COPY = (
 # --- inventory cache ------------------------------------------------------------------------------
 
 
-# One entry per pod, a plain tuple to stay small (about 0.5 KB per pod with its containers, see
-# bench/ingest.py): (pod id, hash of its inventory values, when its last_seen was written,
-# hash of its containers' (name, runtime id, image), their names, their ids in that order,
-# when their last_seen was written). Times are UNIX seconds.
-_PodEntry = tuple[int, int, float, int, tuple[str, ...], tuple[int, ...], float]
+@dataclass(slots=True)
+class PodEntry:
+    """What the cache knows of one pod; slots keep it as small as a tuple (about 0.5 KB per pod
+    with its containers, see bench/ingest.py). Times are UNIX seconds."""
+
+    pod_id: int
+    # Hash of the pod's inventory values (_pod_values), to skip the upsert when unchanged.
+    fingerprint: int
+    # When its last_seen was written.
+    written: float
+    # Hash of its containers' (name, runtime id, image), their names and ids in that order, and
+    # when their last_seen was written.
+    containers_fingerprint: int
+    container_names: tuple[str, ...]
+    container_ids: tuple[int, ...]
+    containers_written: float
 
 
 @dataclass
 class _NodeCache:
     node_id: int
     first_seen: datetime
-    pods: dict[str, _PodEntry] = field(default_factory=dict)  # by uid
+    pods: dict[str, PodEntry] = field(default_factory=dict)  # by uid
 
 
 # Least recently used nodes are forgotten beyond this many: about 70 KB per 110-pod node and
@@ -410,22 +417,24 @@ def _copy_containers(
 # --- inventory ------------------------------------------------------------------------------------
 
 
-def _pod_fingerprint(pod: Any, node_id: int) -> int:
-    return hash(
-        (
-            pod.name,
-            pod.namespace,
-            node_id,
-            pod.owner_kind,
-            pod.owner_name,
-            pod.deployment,
-            pod.qos,
-            # In the collector's order: a reordering only costs one needless upsert.
-            tuple(pod.labels.items()),
-            pod.cpu_limit_cores,
-            pod.memory_limit_bytes,
-        )
-    )
+def _pod_values(pod: Any, node_id: int) -> dict[str, Any]:
+    """The pod's inventory values by column, except first_seen and last_seen."""
+    values = {
+        "node_id": node_id,
+        "owner_kind": pod.owner_kind or "",
+        "owner_name": pod.owner_name or "",
+        "qos": pod.qos or "",
+        # In the collector's order: a reordering only costs one needless upsert.
+        "labels": json.dumps(pod.labels),
+    }
+    for column in _POD_COLUMNS:
+        if column not in values and column not in ("first_seen", "last_seen"):
+            values[column] = getattr(pod, column)
+    return values
+
+
+def _pod_fingerprint(values: dict[str, Any]) -> int:
+    return hash(tuple(values[c] for c in _POD_COLUMNS if c in values))
 
 
 def _pods(
@@ -441,17 +450,18 @@ def _pods(
     entries: list[tuple[int, float]] = [(0, end_ts)] * len(pods)
     upsert: list[int] = []  # indexes of new or changed pods: full upsert
     touch: list[int] = []  # unchanged, last_seen a minute old: UPDATE last_seen by id
+    values = [_pod_values(pod, node_id) for pod in pods]
     for i, pod in enumerate(pods):
-        fingerprint = _pod_fingerprint(pod, node_id)
+        fingerprint = _pod_fingerprint(values[i])
         entry = cached.pods.get(pod.uid)
-        if entry is None or entry[1] != fingerprint:
+        if entry is None or entry.fingerprint != fingerprint:
             upsert.append(i)
             entries[i] = (fingerprint, end_ts)
-        elif end_ts - entry[2] < _RESOLUTION:  # also a late batch: nothing to write
-            ids[i] = entry[0]
-            entries[i] = (fingerprint, entry[2])
+        elif end_ts - entry.written < _RESOLUTION:  # also a late batch: nothing to write
+            ids[i] = entry.pod_id
+            entries[i] = (fingerprint, entry.written)
         else:
-            ids[i] = entry[0]
+            ids[i] = entry.pod_id
             touch.append(i)
             entries[i] = (fingerprint, end_ts)
     if touch:
@@ -463,24 +473,11 @@ def _pods(
         columns: list[list[Any]] = [[] for _ in _POD_INVENTORY]
         interval = batch.interval_seconds
         for i in upsert:
-            pod = pods[i]
-            row = (
-                pod.uid,
-                pod.name,
-                pod.namespace,
-                node_id,
-                pod.owner_kind or "",
-                pod.owner_name or "",
-                pod.deployment,
-                pod.qos or "",
-                json.dumps(pod.labels),
-                pod.cpu_limit_cores,
-                pod.memory_limit_bytes,
-                starts[pod.interval_seconds or interval],
-                end,
-            )
-            for column, value in zip(columns, row):
-                column.append(value)
+            row = values[i] | {
+                "first_seen": starts[pods[i].interval_seconds or interval], "last_seen": end,
+            }
+            for column, name in zip(columns, _POD_COLUMNS):
+                column.append(row[name])
         index = {pods[i].uid: i for i in upsert}
         for pod_id, uid in cursor.execute(POD_SQL, columns).fetchall():
             ids[index[uid]] = pod_id
@@ -515,13 +512,16 @@ def _containers(
         if not containers:
             continue
         entry = cached.pods.get(pod.uid)
-        if entry is None or entry[0] != pod_ids[i] or entry[3] != fingerprints[i] or entry[4] != names[i]:
+        if (
+            entry is None or entry.pod_id != pod_ids[i]
+            or entry.containers_fingerprint != fingerprints[i] or entry.container_names != names[i]
+        ):
             upsert.append(i)
-        elif end_ts - entry[6] < _RESOLUTION:
-            ids[i] = entry[5]
-            written[i] = entry[6]
+        elif end_ts - entry.containers_written < _RESOLUTION:
+            ids[i] = entry.container_ids
+            written[i] = entry.containers_written
         else:
-            ids[i] = entry[5]
+            ids[i] = entry.container_ids
             touch.append(i)
     if touch:
         alive = _touch(cursor, "metrics_container", [c for i in touch for c in ids[i]], end)
@@ -539,5 +539,7 @@ def _containers(
     new_cache = _NodeCache(cached.node_id, cached.first_seen)
     for i, pod in enumerate(pods):
         fingerprint, pod_written = pod_entries[i]
-        new_cache.pods[pod.uid] = (pod_ids[i], fingerprint, pod_written, fingerprints[i], names[i], ids[i], written[i])
+        new_cache.pods[pod.uid] = PodEntry(
+            pod_ids[i], fingerprint, pod_written, fingerprints[i], names[i], ids[i], written[i]
+        )
     return ids, new_cache
