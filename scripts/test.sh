@@ -6,7 +6,8 @@
 #   scripts/test.sh -k ingest -x    # extra arguments go to every pytest run
 #   TEST_PASSES=deploy,ts scripts/test.sh
 #
-# Passes (TEST_PASSES, comma-separated; default deploy,ts,pg,tsl):
+# Passes (TEST_PASSES, comma-separated; default deploy,lint,ts,pg,tsl):
+#   lint    ruff check . (ruff.toml): zero findings.
 #   deploy  scripts/validate-deploy.sh: docker-compose.yml through the real Compose parser and every
 #           k8s/ manifest through kubernetes-validate --strict.
 #   ts      the whole suite on TimescaleDB (TIMESCALEDB=auto, database kubemonitor_ts): the Apache
@@ -25,7 +26,7 @@ cd "$ROOT"
 PGHOST_ADDR="${KUBEMONITOR_TEST_PGHOST:-127.0.0.1}"
 PGPORT_NUM="${KUBEMONITOR_TEST_PGPORT:-5432}"
 PG_BASE="postgres://postgres@${PGHOST_ADDR}:${PGPORT_NUM}"
-TEST_PASSES="${TEST_PASSES:-deploy,ts,pg,tsl}"
+TEST_PASSES="${TEST_PASSES:-deploy,lint,ts,pg,tsl}"
 LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/kubemonitor-test.XXXXXX")"
 trap 'rm -rf "$LOG_DIR"' EXIT
 
@@ -99,6 +100,16 @@ if wants deploy; then
         record deploy ok "compose file and k8s manifests valid" $((SECONDS - start))
     else
         record deploy FAILED "scripts/validate-deploy.sh failed (see above)" $((SECONDS - start)); FAILED=1
+    fi
+fi
+
+if wants lint; then
+    start=$SECONDS
+    log "pass lint: ruff check ."
+    if "$ROOT/.venv/bin/ruff" check .; then
+        record lint ok "ruff: no findings" $((SECONDS - start))
+    else
+        record lint FAILED "ruff found problems (see above)" $((SECONDS - start)); FAILED=1
     fi
 fi
 

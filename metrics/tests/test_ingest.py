@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from metrics.models import Container, ContainerSample, Node, NodeSample, Pod, PodSample
 from metrics.tests.factories_ingest import NodeBatches, rfc3339, tick
-from metrics.tests.ingest_helpers import _fresh_inventory_cache, ingest_token, post  # noqa: F401
+from metrics.tests.ingest_helpers import post
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from metrics.models import ApiToken, NodeSample
 from metrics.tests.factories_ingest import NodeBatches, tick
-from metrics.tests.ingest_helpers import _fresh_inventory_cache, ingest_token, post  # noqa: F401
+from metrics.tests.ingest_helpers import post
 from metrics.tokens import create_token
 
 pytestmark = pytest.mark.django_db

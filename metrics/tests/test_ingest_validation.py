@@ -11,7 +11,7 @@ import pytest
 
 from metrics.models import Node, NodeSample, Pod, PodSample
 from metrics.tests.factories_ingest import NodeBatches, rfc3339, tick
-from metrics.tests.ingest_helpers import _fresh_inventory_cache, ingest_token, post  # noqa: F401
+from metrics.tests.ingest_helpers import post
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from metrics.models import ApiToken
 from metrics.tests.factories_ingest import NodeBatches, tick
-from metrics.tests.ingest_helpers import _fresh_inventory_cache, post  # noqa: F401
+from metrics.tests.ingest_helpers import post
 from metrics.tokens import LAST_USED_RESOLUTION, create_token, lookup_token, split_token
 
 pytestmark = pytest.mark.django_db
