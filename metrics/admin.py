@@ -32,7 +32,7 @@ class BoundedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:  # type: ignore[override]
-        ids = self.object_list.values_list("pk", flat=True)[:BOUNDED_COUNT]
+        ids = self.object_list.values_list("pk", flat=True)[:BOUNDED_COUNT]  # type: ignore[attr-defined]
         return len(list(ids))
 
 
@@ -277,7 +277,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     date_hierarchy = "created"
     actions = ["revoke"]
 
-    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:  # type: ignore[override]
         if obj is None:
             return ["name", "scope"]
         return ["name", "scope", "prefix", "created", "last_used", "revoked"]

@@ -66,11 +66,12 @@ def apply(*, now: datetime | None = None, using: str = DEFAULT_DB_ALIAS) -> Rete
         if tier == "tsl":
             _sync_policies(cursor, result)
         else:
-            limits = cutoffs(now)
+            limits: dict[str, datetime | None] = dict(cutoffs(now))
             cursor.execute(f"SELECT materialized_1m FROM {STATE_TABLE} WHERE id = 1")
             materialized = cursor.fetchone()[0]
             # Unmaterialized raw samples are the only copy of their minutes: keep them.
-            limits["raw"] = min(limits["raw"], materialized) if materialized else None
+            raw = cutoffs(now)["raw"]
+            limits["raw"] = min(raw, materialized) if materialized else None
             for kind, names in relations().items():
                 if limits[kind] is None:
                     continue
@@ -84,8 +85,10 @@ def apply(*, now: datetime | None = None, using: str = DEFAULT_DB_ALIAS) -> Rete
                         result.removed[table] = cursor.fetchone()[0]
                     else:
                         column = '"time"' if kind == "raw" else "bucket"
+                        cutoff = limits[kind]
+                        assert cutoff is not None  # skipped above when None
                         result.removed[table] = _delete_before(
-                            cursor, table, column, limits[kind], DELETE_SLICE[kind]
+                            cursor, table, column, cutoff, DELETE_SLICE[kind]
                         )
     result.seconds = time.monotonic() - started
     return result

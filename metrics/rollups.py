@@ -27,6 +27,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.conf import settings
@@ -61,7 +62,7 @@ HOUR = timedelta(hours=1)
 
 
 def floor_to(moment: datetime, width: timedelta) -> datetime:
-    epoch = datetime(2000, 1, 1, tzinfo=moment.tzinfo or timezone.utc)
+    epoch = datetime(2000, 1, 1, tzinfo=moment.tzinfo or dt_timezone.utc)
     return moment - (moment - epoch) % width
 
 
@@ -303,6 +304,8 @@ def _refresh_tables(connection: Any, tier: str, now: datetime, since: datetime |
             m1m = min(m1m, target)
             m1h = floor_to(m1m, HOUR)
         threshold = max(threshold or target, target)
+        # Both are set together: materialized_1h follows materialized_1m from the first refresh.
+        assert m1h is not None
         cursor.execute(
             f"UPDATE {STATE_TABLE} SET invalidation_threshold = %s, materialized_1m = %s, "
             "materialized_1h = %s WHERE id = 1",
@@ -330,6 +333,7 @@ def _refresh_tables(connection: Any, tier: str, now: datetime, since: datetime |
             result.rows_1m += _rebuild_1m(cursor, tier, lo, hi)
             hours.append((floor_to(lo, HOUR), ceil_to(hi, HOUR)))
         for lo, hi in _merge(hours):
+            assert m1h is not None  # invalidations exist only below a materialized range
             hi = min(hi, m1h)
             if lo < hi:
                 result.rows_1h += _rebuild_1h(cursor, tier, lo, hi)

@@ -393,7 +393,7 @@ def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ..
 
 def fetch_sums(entity: Entity, window: Window) -> dict[datetime, dict[str, Any]]:
     """Per output bucket, the sums of SUM_COLUMNS and maxima of MAX_COLUMNS."""
-    names = ("b",) + SUM_COLUMNS + MAX_COLUMNS
+    names: tuple[str, ...] = ("b",) + SUM_COLUMNS + MAX_COLUMNS
     if window.source == "raw":
         sql, key_params = _raw_sql(entity)
         terms = _raw_terms(entity.kind)

@@ -66,7 +66,7 @@ class SeriesSerializer(serializers.Serializer):
     start = serializers.DateTimeField(help_text="Start of the first bucket (the window floored to the step).")
     end = serializers.DateTimeField(help_text="End of the last bucket (the window ceiled to the step).")
     step = serializers.IntegerField(help_text="Bucket length in seconds.")
-    source = serializers.ChoiceField(
+    source = serializers.ChoiceField(  # type: ignore[assignment]  # a field named like Field.source
         choices=["raw", "1m", "1h"], help_text="Raw samples or the rollup the points were computed from."
     )
     points = PointSerializer(many=True)
@@ -221,7 +221,7 @@ class ManySeriesSerializer(serializers.Serializer):
     start = serializers.DateTimeField()
     end = serializers.DateTimeField()
     step = serializers.IntegerField()
-    source = serializers.ChoiceField(choices=["raw", "1m", "1h"])
+    source = serializers.ChoiceField(choices=["raw", "1m", "1h"])  # type: ignore[assignment]
     series = EntitySeriesSerializer(many=True)
 
 

@@ -378,7 +378,7 @@ class NamespaceDeploymentViewSet(RetrieveMixin, DeploymentListViewSet):
 class ClusterViewSet(ReadViewSet):
     """One cluster per installation: the sum of its nodes (system daemons included)."""
 
-    pagination_class = None
+    pagination_class = None  # type: ignore[assignment]
     serializer_class = s.ClusterSerializer
     # Nothing is listed from it; the schema generator asks for a model.
     queryset = Node.objects.none()
@@ -442,7 +442,7 @@ class SeriesViewSet(ReadViewSet):
     """`/api/series/?kind=deployment&namespace=shop&window=86400`: every Deployment of a namespace,
     one query per request for the sums, not one request per entity."""
 
-    pagination_class = None
+    pagination_class = None  # type: ignore[assignment]
     serializer_class = s.ManySeriesSerializer
     queryset = Node.objects.none()
 
@@ -456,7 +456,7 @@ class SeriesViewSet(ReadViewSet):
         names = request.query_params.getlist("name")
         if any("\x00" in n for n in names):
             raise ValidationError({"name": ["Must not contain NUL."]})
-        items = self._entities(kind, names, request.query_params)
+        items = _series_entities(kind, names, request.query_params)
         if len(items) > MAX_SERIES:
             raise ValidationError({"name": [f"At most {MAX_SERIES} entities per request; narrow it down."]})
         all_points = series.series_many([e for _, e in items], window) if items else []
@@ -471,44 +471,44 @@ class SeriesViewSet(ReadViewSet):
         }
         return Response(self.get_serializer_class()(data).data)
 
-    def _entities(self, kind: str, names: list[str], params: Any) -> list[tuple[dict[str, Any], series.Entity]]:
-        namespace = params.get("namespace")
-        limit = MAX_SERIES + 1
-        if kind == "node":
-            nodes = Node.objects.order_by("name")
-            if names:
-                nodes = nodes.filter(name__in=names)
-            return [({"name": n.name}, series.Entity("node", (n.pk,))) for n in nodes[:limit]]
-        if kind == "namespace":
-            found = Pod.objects.values_list("namespace", flat=True).distinct().order_by("namespace")
-            if names:
-                found = found.filter(namespace__in=names)
-            return [({"name": ns}, series.Entity("namespace", (ns,))) for ns in found[:limit]]
-        if namespace is None:
-            raise ValidationError({"namespace": [f"Required for kind={kind}."]})
-        if kind == "deployment":
-            deps = (
-                Pod.objects.filter(namespace=namespace, deployment__isnull=False).exclude(deployment="")
-                .values_list("deployment", flat=True).distinct().order_by("deployment")
-            )
-            if names:
-                deps = deps.filter(deployment__in=names)
-            return [
-                ({"namespace": namespace, "name": d}, series.Entity("deployment", (namespace, d)))
-                for d in deps[:limit]
-            ]
-        pods = Pod.objects.filter(namespace=namespace).select_related("node").order_by("name", "id")
-        if params.get("node"):
-            pods = pods.filter(node__name=params["node"])
+def _series_entities(kind: str, names: list[str], params: Any) -> list[tuple[dict[str, Any], series.Entity]]:
+    namespace = params.get("namespace")
+    limit = MAX_SERIES + 1
+    if kind == "node":
+        nodes = Node.objects.order_by("name")
         if names:
-            pods = pods.filter(name__in=names)
+            nodes = nodes.filter(name__in=names)
+        return [({"name": n.name}, series.Entity("node", (n.pk,))) for n in nodes[:limit]]
+    if kind == "namespace":
+        found = Pod.objects.values_list("namespace", flat=True).distinct().order_by("namespace")
+        if names:
+            found = found.filter(namespace__in=names)
+        return [({"name": ns}, series.Entity("namespace", (ns,))) for ns in found[:limit]]
+    if namespace is None:
+        raise ValidationError({"namespace": [f"Required for kind={kind}."]})
+    if kind == "deployment":
+        deps = (
+            Pod.objects.filter(namespace=namespace, deployment__isnull=False).exclude(deployment="")
+            .values_list("deployment", flat=True).distinct().order_by("deployment")
+        )
+        if names:
+            deps = deps.filter(deployment__in=names)
         return [
-            (
-                {"namespace": namespace, "name": p.name, "uid": p.uid},
-                series.Entity("pod", (p.pk,), p.node.cpu_capacity_cores, p.node.memory_total_bytes),
-            )
-            for p in pods[:limit]
+            ({"namespace": namespace, "name": d}, series.Entity("deployment", (namespace, d)))
+            for d in deps[:limit]
         ]
+    pods = Pod.objects.filter(namespace=namespace).select_related("node").order_by("name", "id")
+    if params.get("node"):
+        pods = pods.filter(node__name=params["node"])
+    if names:
+        pods = pods.filter(name__in=names)
+    return [
+        (
+            {"namespace": namespace, "name": p.name, "uid": p.uid},
+            series.Entity("pod", (p.pk,), p.node.cpu_capacity_cores, p.node.memory_total_bytes),
+        )
+        for p in pods[:limit]
+    ]
 
 
 # --- Containers of a pod -------------------------------------------------------------------------
@@ -529,7 +529,7 @@ class PodContainerViewSet(ReadViewSet):
     The pause container is never stored (the collector recognises it), and network is counted on
     the pod, whose network namespace its containers share."""
 
-    pagination_class = None
+    pagination_class = None  # type: ignore[assignment]
     serializer_class = s.ContainerUsageSerializer
     queryset = Container.objects.none()
 

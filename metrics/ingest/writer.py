@@ -18,6 +18,8 @@ each per worker process).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import json
 import re
 import threading
@@ -37,7 +39,7 @@ from metrics.models import ContainerSample, NetworkMixin, NodeSample, Pod, PodSa
 try:  # Provided by the storage engineer's rollups module; optional until it lands.
     from metrics.rollups import record_ingested_range as _record_ingested_range
 except ImportError:  # pragma: no cover - depends on what is merged
-    _record_ingested_range = None
+    _record_ingested_range = None  # type: ignore[assignment]
 
 # Pods' and containers' last_seen is refreshed when it is this old (see Pod.last_seen).
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)
@@ -50,7 +52,7 @@ COPY_FORMAT = "BINARY"
 _SAMPLE_KEYS = {"id", "time", "interval_seconds"}
 
 
-def _names(model: type[models.Model], exclude: set[str] = frozenset()) -> list[str]:
+def _names(model: type[models.Model], exclude: Collection[str] = frozenset()) -> list[str]:
     return [f.attname for f in model._meta.local_fields if f.attname not in exclude]
 
 

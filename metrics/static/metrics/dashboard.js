@@ -68,12 +68,12 @@ function polyline(svg, values, width, height, max, coverage) {
   return top;
 }
 
-function sparkline(values) {
+function sparkline(values, coverage) {
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("class", "spark");
   svg.setAttribute("viewBox", "0 0 120 24");
   svg.setAttribute("preserveAspectRatio", "none");
-  polyline(svg, values, 120, 24);
+  polyline(svg, values, 120, 24, undefined, coverage);
   return svg;
 }
 
@@ -104,10 +104,25 @@ async function showChart(title, url) {
     (partial ? `; ${partial} partly covered (circled)` : "");
 }
 
+// Every row's trend in one request (/api/series/), not one request per row.
+async function trends(kind, names) {
+  if (!names.length) return new Map();
+  const query = new URLSearchParams({ kind, window: windowSelect.value });
+  for (const name of names) query.append("name", name);
+  const body = await getJSON(`/api/series/?${query}`);
+  return new Map(body.series.map((s) => [s.name, s.points]));
+}
+
+function drawTrend(td, points) {
+  if (points) td.appendChild(sparkline(points.map((p) => p.cpu_millicores)));
+}
+
 async function fillNodes() {
   const body = document.querySelector("#nodes tbody");
   body.replaceChildren();
-  for (const node of await getAll("/api/nodes/")) {
+  const nodes = await getAll("/api/nodes/");
+  const trendOf = trends("node", nodes.map((n) => n.name).slice(0, 200));
+  for (const node of nodes) {
     const row = body.insertRow();
     row.className = "pick";
     const u = node.usage || {};
@@ -118,14 +133,16 @@ async function fillNodes() {
     cell(row, `${fmt(u.memory_percent_of_capacity, 1)} %`, true);
     const trend = cell(row, "");
     row.addEventListener("click", () => showChart(`Node ${node.name}`, node.url));
-    series(node.url).then((s) => trend.appendChild(sparkline(s.points.map((p) => p.cpu_millicores))));
+    trendOf.then((m) => drawTrend(trend, m.get(node.name)));
   }
 }
 
 async function fillNamespaces() {
   const body = document.querySelector("#namespaces tbody");
   body.replaceChildren();
-  for (const ns of await getAll("/api/namespaces/")) {
+  const namespaces = await getAll("/api/namespaces/");
+  const trendOf = trends("namespace", namespaces.map((n) => n.name).slice(0, 200));
+  for (const ns of namespaces) {
     const row = body.insertRow();
     row.className = "pick";
     const u = ns.usage || {};
@@ -135,7 +152,7 @@ async function fillNamespaces() {
     cell(row, `${fmt(u.memory_working_set_bytes / MiB)} MiB`, true);
     const trend = cell(row, "");
     row.addEventListener("click", () => showChart(`Namespace ${ns.name}`, ns.url));
-    series(ns.url).then((s) => trend.appendChild(sparkline(s.points.map((p) => p.cpu_millicores))));
+    trendOf.then((m) => drawTrend(trend, m.get(ns.name)));
   }
 }
 
