@@ -66,6 +66,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so that it sees the view's exception first: a database outage is a 503, not a 500.
+    "metrics.outage.DatabaseOutageMiddleware",
 ]
 
 ROOT_URLCONF = "monitor_site.urls"
@@ -146,6 +148,8 @@ ROLLUP_REFRESH_SECONDS = env.int("ROLLUP_REFRESH_SECONDS", default=60)
 ALLOW_ANONYMOUS_READS = env.bool("ALLOW_ANONYMOUS_READS", default=False)
 # Largest accepted ingest body, compressed or not (a 110-pod batch is about 150 KB of JSON).
 INGEST_MAX_BODY_BYTES = env.int("INGEST_MAX_BODY_BYTES", default=8 * 1024 * 1024)
+# Retry-After of the 503 a request gets while the database is unreachable (metrics/outage.py).
+DATABASE_OUTAGE_RETRY_AFTER_SECONDS = env.int("DATABASE_OUTAGE_RETRY_AFTER_SECONDS", default=5)
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

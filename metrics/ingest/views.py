@@ -63,7 +63,13 @@ def read_body(request: Request, limit: int) -> bytes:
         raise _BodyError(413, "body", f"The body is larger than {limit} bytes.")
     # Django's own read (not request.body) so that DATA_UPLOAD_MAX_MEMORY_SIZE does not apply:
     # INGEST_MAX_BODY_BYTES is the limit here.
-    raw = request._request.read(limit + 1)
+    if meta.get("CONTENT_LENGTH"):
+        raw = request._request.read(limit + 1)
+    else:
+        # Transfer-Encoding: chunked: gunicorn de-chunks into wsgi.input and sets no
+        # CONTENT_LENGTH, so Django's stream (bounded by CONTENT_LENGTH, i.e. 0) would read
+        # nothing. Read the raw input, still never more than limit + 1 bytes.
+        raw = _read_at_most(meta["wsgi.input"], limit + 1)
     if len(raw) > limit:
         raise _BodyError(413, "body", f"The body is larger than {limit} bytes.")
     if encoding != "gzip":
@@ -80,6 +86,18 @@ def read_body(request: Request, limit: int) -> bytes:
     if inflater.unused_data:
         raise _BodyError(400, "body", "Unexpected data after the gzip stream.")
     return body
+
+
+def _read_at_most(stream: Any, size: int) -> bytes:
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = stream.read(min(left, 64 * 1024))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 _Stored = inline_serializer(
