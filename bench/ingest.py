@@ -75,6 +75,38 @@ def fresh_database(name: str, env: dict[str, str]) -> str:
     return token
 
 
+def setup_django(env: dict[str, str]) -> None:
+    """Configure Django in this process: raw_rows and the COPY workers (forked from here) read the
+    writer's column lists, and importing metrics.ingest.writer needs the settings."""
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "monitor_site.settings")
+    import django
+
+    django.setup()
+
+
+def bytes_per_pod_sample(url: str) -> tuple[float, str]:
+    """On-disk bytes per pod sample: pod and container sample tables with their indexes (and
+    TOAST), over the pod samples stored; hypertable_size where the tables are hypertables."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgres://", "postgresql://")) as conn:
+        hyper = conn.execute(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"
+        ).fetchone()[0] and conn.execute(
+            "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'metrics_podsample'"
+        ).fetchone()[0]
+        size = "hypertable_size" if hyper else "pg_total_relation_size"
+        total = conn.execute(
+            f"SELECT {size}('metrics_podsample') + {size}('metrics_containersample')"
+        ).fetchone()[0]
+        pods = conn.execute("SELECT count(*) FROM metrics_podsample").fetchone()[0]
+        # Compression is a TSL feature; the Apache edition and plain PostgreSQL have none.
+        licence = conn.execute("SELECT current_setting('timescaledb.license', true)").fetchone()[0] if hyper else None
+    compressed = "not measured (TSL present: compress chunks to measure)" if licence == "timescale" else "n/a (no TSL)"
+    return total / max(pods, 1), compressed
+
+
 def tier(url: str) -> str:
     import psycopg
 
@@ -562,7 +594,12 @@ def main() -> None:
     parser.add_argument("--phases", type=int, metavar="N", help="CPU per phase (Python and PostgreSQL) over N batches in-process instead")
     parser.add_argument("--profile-server", action="store_true", help="run the gunicorn workers under cProfile and print where their CPU went")
     parser.add_argument("--gc-tuned", action="store_true", help="gc.freeze() and a higher generation-0 threshold in the workers (bench/gunicorn_conf.py)")
+    parser.add_argument("--tiny", action="store_true", help="a few seconds' smoke run (4 nodes x 10 pods, 1 worker, 1 s phases): checks the bench still runs")
+    parser.add_argument("--copy-format-repeat", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tiny:
+        args.nodes, args.pods, args.duration, args.max_batches = 4, 10, 1.0, 200
+        args.workers, args.concurrency, args.copy_format_repeat = 1, 2, 5
 
     url = database_url(args.database)
     env = dict(os.environ, DATABASE_URL=url, DEBUG="0", SECRET_KEY="bench-only-not-secret", LOG_LEVEL="ERROR")
@@ -671,8 +708,12 @@ def main() -> None:
     for name, ms in breakdown(results):
         print(f"     {name:16s} {ms:6.2f}")
 
+    per_sample, compressed = bytes_per_pod_sample(url)
+    print(f"   on disk per pod sample (its row, its containers' rows, indexes): raw {per_sample:,.0f} bytes; compressed {compressed}")
+
     if args.skip_raw:
         return
+    setup_django(env)
     rows = raw_rows(url, batch_dicts)
     later = ends[-1] + step * 20
     print()
@@ -691,7 +732,7 @@ def main() -> None:
         f"on {os.cpu_count()} otherwise idle cores that is about {os.cpu_count() / e2e_cpu * args.pods:,.0f} pod samples/s end to end "
         f"and {os.cpu_count() / c1 * args.pods:,.0f} / {os.cpu_count() / c2 * args.pods:,.0f} for raw COPY"
     )
-    formats = compare_copy_formats(url, next(iter(rows.values())))
+    formats = compare_copy_formats(url, next(iter(rows.values())), args.copy_format_repeat)
     print(
         "   COPY format, one batch into index-less copies of the tables: "
         + ", ".join(f"{fmt.lower()} {cpu:.2f} ms client CPU / {wall:.2f} ms wall" for fmt, (cpu, wall) in formats.items())

@@ -42,7 +42,16 @@ STANDALONE_PER_NAMESPACE = 5
 NODES = 20
 INTERVAL = 10
 DAYS = 7
+SPAN = timedelta(days=1)  # loaded per transaction ("day"); --tiny loads one hour instead
 VARIANTS = 61  # distinct value rows per pod, cycled (prime, so pods drift against each other)
+
+
+def tiny() -> None:
+    """One namespace, one Deployment of 2 pods on one node, one hour of samples."""
+    global NAMESPACES, DEPLOYMENTS_PER_NAMESPACE, PODS_PER_DEPLOYMENT, STANDALONE_PER_NAMESPACE
+    global NODES, DAYS, SPAN
+    NAMESPACES, DEPLOYMENTS_PER_NAMESPACE, PODS_PER_DEPLOYMENT = 1, 1, 2
+    STANDALONE_PER_NAMESPACE, NODES, DAYS, SPAN = 0, 1, 1, timedelta(hours=1)
 
 
 def setup_django(database: str) -> None:
@@ -75,7 +84,7 @@ def ensure_database(database: str, fresh: bool) -> None:
 def _inventory(anchor: datetime) -> tuple[list, list]:
     from metrics.models import Node, Pod
 
-    first = anchor - timedelta(days=DAYS)
+    first = anchor - DAYS * SPAN
     if not Node.objects.exists():
         Node.objects.bulk_create(
             Node(
@@ -141,7 +150,7 @@ NODE_COLUMNS = (
 
 def _load_day(conn, day_start: datetime, nodes: list, pods: list) -> int:
     variants = [_pod_variants(p, k) for k, p in enumerate(pods)]
-    steps = int(86400 / INTERVAL)
+    steps = int(SPAN.total_seconds() / INTERVAL)
     rows = 0
     with conn.cursor() as cur:
         with cur.copy(f"COPY metrics_podsample ({POD_COLUMNS}) FROM STDIN") as copy:
@@ -174,7 +183,7 @@ def load(anchor: datetime) -> bool:
     conn = connection.connection  # the psycopg connection, for COPY
     loaded = False
     for d in range(DAYS):
-        day_start = anchor - timedelta(days=DAYS - d)
+        day_start = anchor - (DAYS - d) * SPAN
         if day_start in done:
             continue
         started = time.monotonic()
@@ -241,7 +250,12 @@ def main() -> None:
     parser.add_argument("--raw-budget", type=float, default=120.0, help="seconds at most per raw case")
     parser.add_argument("--fresh", action="store_true", help="drop the database and load again")
     parser.add_argument("--skip-refresh", action="store_true")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a few seconds' smoke run: 2 pods x 1 hour, 3 repetitions (checks the bench still runs)")
     args = parser.parse_args()
+    if args.tiny:
+        tiny()
+        args.reps, args.raw_reps = 3, 2
 
     ensure_database(args.database, args.fresh)
     setup_django(args.database)
@@ -255,7 +269,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     print(f"database {args.database}, storage tier: {backend.storage_tier()}")
     anchor = anchor_time()
-    print(f"data: {DAYS} days of {INTERVAL} s samples ending {anchor:%Y-%m-%d %H:%M} UTC")
+    print(f"data: {DAYS * SPAN} of {INTERVAL} s samples ending {anchor:%Y-%m-%d %H:%M} UTC")
     t0 = time.monotonic()
     loaded = load(anchor)
     if loaded:
@@ -270,7 +284,7 @@ def main() -> None:
 
     if not args.skip_refresh:
         t0 = time.monotonic()
-        result = rollups.refresh(since=anchor - timedelta(days=DAYS) if loaded else None)
+        result = rollups.refresh(since=anchor - DAYS * SPAN if loaded else None)
         print(f"rollups refreshed in {time.monotonic() - t0:.1f} s: {result.summary()}")
         if backend.storage_tier() != "tsl":
             with connection.cursor() as cur:
