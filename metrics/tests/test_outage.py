@@ -6,7 +6,6 @@ fails the way it does while PostgreSQL is stopped or restarting.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import requests
