@@ -483,29 +483,45 @@ def _sum_coverage(
     return result
 
 
-POINT_FIELDS = (
-    "time",
-    "cpu_millicores",
-    "memory_working_set_bytes",
-    "memory_working_set_max_bytes",
-    "disk_read_bytes_per_second",
-    "disk_write_bytes_per_second",
-    "net_rx_bytes_per_second",
-    "net_tx_bytes_per_second",
-    "cpu_limit_millicores",
-    "cpu_percent_of_limit",
-    "memory_limit_bytes",
-    "memory_percent_of_limit",
-    "cpu_capacity_millicores",
-    "cpu_percent_of_capacity",
-    "memory_capacity_bytes",
-    "memory_percent_of_capacity",
-    "memory_rss_bytes",
-    "memory_cache_bytes",
-    "cpu_throttled_millicores",
-    "oom_kills",
-    "coverage",
+@dataclass(frozen=True)
+class PointField:
+    """One field of a series point (and of `usage`): its unit and meaning, defined once here; the
+    read API's serializers and OpenAPI schema are built from these (metrics/api/serializers.py)."""
+
+    name: str
+    unit: str
+    help: str
+    integer: bool = False
+
+
+POINTS = (
+    PointField("cpu_millicores", "millicores", "CPU used: CPU-seconds per second of the seconds reported, x 1000 (summed over pods for groups, over nodes for the cluster)."),
+    PointField("memory_working_set_bytes", "bytes", "Time-weighted average over the bucket (summed over pods for groups)."),
+    PointField("memory_working_set_max_bytes", "bytes", "Largest single sample in the bucket (of one pod, for groups)."),
+    PointField("disk_read_bytes_per_second", "bytes/s", "Bytes read per second."),
+    PointField("disk_write_bytes_per_second", "bytes/s", "Bytes written per second."),
+    PointField("net_rx_bytes_per_second", "bytes/s", "Bytes received per second (null for containers: counted on the pod)."),
+    PointField("net_tx_bytes_per_second", "bytes/s", "Bytes sent per second (null for containers: counted on the pod)."),
+    PointField("cpu_limit_millicores", "millicores", "CPU limit; for groups the sum over pods that have one."),
+    PointField("cpu_percent_of_limit", "%", "CPU of limited pods as a percentage of their limits."),
+    PointField("memory_limit_bytes", "bytes", "Memory limit; for groups the sum over pods that have one."),
+    PointField("memory_percent_of_limit", "%", "Working set of limited pods as a percentage of their limits."),
+    PointField("cpu_capacity_millicores", "millicores", "The node's capacity (a pod: its node's; the cluster: its nodes'); null for namespaces and Deployments."),
+    PointField("cpu_percent_of_capacity", "%", "CPU used as a percentage of capacity."),
+    PointField("memory_capacity_bytes", "bytes", "Memory capacity, as for CPU."),
+    PointField("memory_percent_of_capacity", "%", "Working set as a percentage of capacity."),
+    PointField("memory_rss_bytes", "bytes", "Anonymous memory (RSS), time-weighted like the working set."),
+    PointField("memory_cache_bytes", "bytes", "Page cache, time-weighted like the working set."),
+    PointField("cpu_throttled_millicores", "millicores", "CPU time the CFS quota throttled, per second of the bucket, x 1000."),
+    PointField("oom_kills", "count", "OOM kills in intervals that start in the bucket.", integer=True),
+    PointField(
+        "coverage", "0..1",
+        "Share of the bucket for which samples exist: for a pod, container or node its own, for a "
+        "namespace, Deployment or the cluster that of the nodes its pods ran on. Below 1 the bucket is "
+        "partial (still filling, data started or stopped in it, or a collector gap); null when unknown.",
+    ),
 )
+POINT_FIELDS = ("time", *(f.name for f in POINTS))
 
 
 def _div(a: float | None, b: float | None, scale: float = 1.0) -> float | None:

@@ -8,52 +8,25 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from metrics import series
 from metrics.models import Container, Node, Pod
+
+
+def _point_field(field: series.PointField) -> serializers.Field:
+    kind = serializers.IntegerField if field.integer else serializers.FloatField
+    return kind(allow_null=True, help_text=f"{field.help} Unit: {field.unit}.")
 
 
 class PointSerializer(serializers.Serializer):
     """One bucket of a series, or the newest sample in `usage`; null where unknown."""
 
     time = serializers.DateTimeField(help_text="Start of the bucket (or of the sample's interval).")
-    cpu_millicores = serializers.FloatField(allow_null=True)
-    memory_working_set_bytes = serializers.FloatField(
-        allow_null=True, help_text="Time-weighted average over the bucket (sum over pods for groups)."
-    )
-    memory_working_set_max_bytes = serializers.FloatField(
-        allow_null=True, help_text="Largest single sample in the bucket (of one pod, for groups)."
-    )
-    disk_read_bytes_per_second = serializers.FloatField(allow_null=True)
-    disk_write_bytes_per_second = serializers.FloatField(allow_null=True)
-    net_rx_bytes_per_second = serializers.FloatField(allow_null=True)
-    net_tx_bytes_per_second = serializers.FloatField(allow_null=True)
-    cpu_limit_millicores = serializers.FloatField(
-        allow_null=True, help_text="For groups: the sum over pods that have a CPU limit."
-    )
-    cpu_percent_of_limit = serializers.FloatField(
-        allow_null=True, help_text="CPU of limited pods as a percentage of their limits."
-    )
-    memory_limit_bytes = serializers.FloatField(allow_null=True)
-    memory_percent_of_limit = serializers.FloatField(allow_null=True)
-    cpu_capacity_millicores = serializers.FloatField(
-        allow_null=True, help_text="The node's capacity (for a pod: its node's); null for groups."
-    )
-    cpu_percent_of_capacity = serializers.FloatField(allow_null=True)
-    memory_capacity_bytes = serializers.FloatField(allow_null=True)
-    memory_percent_of_capacity = serializers.FloatField(allow_null=True)
-    memory_rss_bytes = serializers.FloatField(allow_null=True, help_text="Time-weighted like the working set.")
-    memory_cache_bytes = serializers.FloatField(allow_null=True, help_text="Page cache, time-weighted.")
-    cpu_throttled_millicores = serializers.FloatField(
-        allow_null=True, help_text="CPU time the pods were throttled for, per second of the bucket."
-    )
-    oom_kills = serializers.IntegerField(
-        allow_null=True, help_text="OOM kills in intervals that start in the bucket."
-    )
-    coverage = serializers.FloatField(
-        allow_null=True,
-        help_text="Share of the bucket (0..1) for which samples exist: for a pod or node its own, for "
-        "a namespace or Deployment that of the nodes its pods ran on. Below 1 the bucket is partial "
-        "(still filling, data started or stopped in it, or a collector gap); null when unknown.",
-    )
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # The point's fields are metrics.series.POINTS, defined once there.
+        fields = super().get_fields()
+        fields.update({f.name: _point_field(f) for f in series.POINTS})
+        return fields
 
 
 class UsageSerializer(PointSerializer):
