@@ -298,7 +298,16 @@ class ApiTokenAdmin(admin.ModelAdmin):
             f"Copy the token now, it is not shown again: {plaintext}",
         )
 
-    @admin.action(description="Revoke the selected tokens")
+    @admin.action(description="Revoke the selected tokens (ingest stops accepting them within 10 s)")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        from metrics.ingest.auth import TOKEN_CACHE_SECONDS
+
         count = queryset.filter(revoked__isnull=True).update(revoked=timezone.now())
-        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+        # Ingest remembers a verified token per process (metrics/ingest/auth.py), so say when
+        # the revocation is complete rather than let the admin believe it is immediate.
+        self.message_user(
+            request,
+            f"Revoked {count} token(s). Reads refuse them now; ingest refuses them within "
+            f"{TOKEN_CACHE_SECONDS:g} s, once each API process's token cache expires.",
+            messages.SUCCESS,
+        )
