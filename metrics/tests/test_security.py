@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
