@@ -54,3 +54,15 @@ def test_check_deploy_warns_without_tls_so_the_test_above_can_fail():
     result = check_deploy(SECURE_TLS="false")
     assert result.returncode != 0
     assert "W008" in result.stderr + result.stdout
+
+
+def test_pages_carry_a_csp_that_allows_no_inline_script_and_swagger_ui_needs_none(admin_client):
+    import re
+
+    for path in ("/", "/api/docs/", "/admin/"):
+        response = admin_client.get(path)
+        assert response.status_code == 200, path
+        policy = response["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+        # Every script is a file from this origin, so the policy does not break the page.
+        assert not re.search(rb"<script(?![^>]*\bsrc=)[^>]*>", response.content), path
