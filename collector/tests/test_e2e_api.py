@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,8 @@ from collector.tests.simnode import SimNode, SimPod
 from metrics import backend, rollups
 from metrics.models import ContainerSample, Node, NodeSample, Pod, PodSample
 from metrics.tests.factories import reset_rollups
+from metrics.tests.gunicorn_server import database_url_of_test_db as database_url
+from metrics.tests.gunicorn_server import free_port
 from metrics.tokens import create_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -46,17 +47,6 @@ REPO = Path(__file__).resolve().parents[2]
 INTERVAL = 2.0
 CPU_QUOTA = 0.2
 BATCH_LOG = re.compile(r"collector\.agent batch (\S+): (\d+) pods")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def database_url() -> str:
-    s = connection.settings_dict
-    return f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
 class ApiServer:
