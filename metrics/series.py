@@ -607,12 +607,24 @@ def series(entity: Entity, window: Window, now: datetime | None = None) -> list[
     if entity.kind in AGGREGATE_KINDS:
         nodes = group_node_ids(entity, window)
         covered = node_coverage(nodes, window)
+    return _points(entity, window, sums, covered, len(nodes), now)
+
+
+def _points(
+    entity: Entity,
+    window: Window,
+    sums: dict[datetime, dict[str, Any]],
+    covered: dict[datetime, tuple[float, int]],
+    node_count: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """One point per bucket of the window from its sums (and, for groups, its nodes' coverage)."""
     step = timedelta(seconds=window.step)
     points = []
     bucket = window.start
     while bucket < window.end:
         if entity.kind in AGGREGATE_KINDS:
-            points.append(_group_point(entity, bucket, window.step, sums.get(bucket), covered.get(bucket), len(nodes), now))
+            points.append(_group_point(entity, bucket, window.step, sums.get(bucket), covered.get(bucket), node_count, now))
         else:
             points.append(point_from_sums(entity, bucket, float(window.step), sums.get(bucket)))
         bucket += step
@@ -858,23 +870,12 @@ def series_many(
     if kind in AGGREGATE_KINDS:
         nodes_of = _group_nodes_in(kind, keys, window)
         per_node = node_coverage_by_node(sorted({n for ns in nodes_of.values() for n in ns}), window)
-    step = timedelta(seconds=window.step)
     result = []
     for entity in entities:
-        own = sums.get(tuple(entity.key), {})
-        covered = _sum_coverage(per_node, nodes_of.get(tuple(entity.key), set())) if kind in AGGREGATE_KINDS else {}
-        points = []
-        bucket = window.start
-        while bucket < window.end:
-            if kind in AGGREGATE_KINDS:
-                points.append(_group_point(
-                    entity, bucket, window.step, own.get(bucket), covered.get(bucket),
-                    len(nodes_of.get(tuple(entity.key), ())), now,
-                ))
-            else:
-                points.append(point_from_sums(entity, bucket, float(window.step), own.get(bucket)))
-            bucket += step
-        result.append(points)
+        key = tuple(entity.key)
+        nodes = nodes_of.get(key, set())
+        covered = _sum_coverage(per_node, nodes) if kind in AGGREGATE_KINDS else {}
+        result.append(_points(entity, window, sums.get(key, {}), covered, len(nodes), now))
     return result
 
 
