@@ -98,7 +98,8 @@ async function showChart(title, url) {
   const coverage = s.points.map((p) => p.coverage);
   polyline(document.getElementById("chart-cpu"), cpu, 600, 160, undefined, coverage);
   polyline(document.getElementById("chart-memory"), memory, 600, 160, undefined, coverage);
-  const partial = coverage.filter((c) => c !== null && c < 0.999).length;
+  // Only buckets with data: one before the data starts has coverage 0 and nothing to draw.
+  const partial = s.points.filter((p) => p.cpu_millicores !== null && p.coverage !== null && p.coverage < 0.999).length;
   document.getElementById("chart-note").textContent =
     `${s.points.length} points of ${s.step} s from ${s.source === "raw" ? "raw samples" : s.source + " rollups"}, ${s.start} to ${s.end}` +
     (partial ? `; ${partial} partly covered (circled)` : "");
