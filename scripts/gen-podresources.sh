@@ -6,7 +6,8 @@ set -eu
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
 "$python" -m grpc_tools.protoc -I collector/podresources \
-    --python_out=collector/podresources --grpc_python_out=collector/podresources \
+    --python_out=collector/podresources --pyi_out=collector/podresources \
+    --grpc_python_out=collector/podresources \
     collector/podresources/api.proto
 # protoc writes `import api_pb2`; the package needs a relative import.
 sed -i 's/^import api_pb2 as api__pb2$/from collector.podresources import api_pb2 as api__pb2/' \

@@ -235,3 +235,23 @@ def test_a_process_in_the_pod_cgroup_itself_counts_for_the_allocated_container()
     found = attribute(devices, podresources.allocations(kubelet_answer()), _pods())
     assert [(p["container"], p["memory_bytes"], p["utilization_percent"]) for p in found.gpus[0]["pods"]] == [
         ("vllm", 2 * 2**30, 42.0)]
+
+
+def test_the_committed_stubs_are_what_the_script_generates_from_the_proto(tmp_path: Path) -> None:
+    """scripts/gen-podresources.sh must have been run after the last change to api.proto."""
+    import shutil
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    pytest.importorskip("grpc_tools")
+    copy = tmp_path / "repo"
+    (copy / "collector").mkdir(parents=True)
+    shutil.copytree(repo / "collector" / "podresources", copy / "collector" / "podresources")
+    shutil.copytree(repo / "scripts", copy / "scripts")
+    for name in ("api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py"):
+        (copy / "collector" / "podresources" / name).unlink()
+    subprocess.run(["sh", str(copy / "scripts" / "gen-podresources.sh")], check=True,
+                   env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
+    for name in ("api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py"):
+        assert (copy / "collector" / "podresources" / name).read_text() == \
+            (repo / "collector" / "podresources" / name).read_text(), name
