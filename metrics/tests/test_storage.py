@@ -250,7 +250,10 @@ def test_migrations_use_frozen_snapshots_never_the_live_definitions():
 
     import metrics.migrations
 
-    live = {"metrics.rollup_schema", "metrics.storage_schema", "metrics.series", "metrics.rollups", "metrics.retention"}
+    live = {
+        "metrics.catalogue", "metrics.rollup_schema", "metrics.storage_schema", "metrics.series",
+        "metrics.rollups", "metrics.retention",
+    }
     for path in Path(metrics.migrations.__file__).parent.glob("[0-9]*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
