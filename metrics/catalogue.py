@@ -227,7 +227,7 @@ class Metric:
     columns: tuple[str, ...]  # RATE/LARGEST/TOTAL: (column,); RATIO: (numerator, denominator)
     entities: frozenset[str]
     scale: float = 1.0
-    # The raw sample field the admin lists for it (None: not listed).
+    # The raw sample field the admin's sample lists show for it (None: not shown).
     sample_field: str | None = None
     integer: bool = False
     kind: str = field(init=False)  # of its (first) column: USAGE, GAUGE, EVENT or MAX
@@ -255,7 +255,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("cpu_percent_of_capacity", "%", "CPU used as a percentage of capacity.", RATIO, ("cpu_seconds", "cpu_capacity_core_seconds"), NODE_LEVEL, 100.0),
     Metric("memory_capacity_bytes", "bytes", "Memory capacity, as for CPU.", RATE, ("memory_total_byte_seconds",), NODE_LEVEL),
     Metric("memory_percent_of_capacity", "%", "Working set as a percentage of capacity.", RATIO, ("memory_working_set_byte_seconds", "memory_total_byte_seconds"), NODE_LEVEL, 100.0),
-    Metric("memory_rss_bytes", "bytes", "Anonymous memory (RSS), time-weighted like the working set.", RATE, ("memory_rss_byte_seconds",), ALL, sample_field="memory_rss_bytes"),
+    Metric("memory_rss_bytes", "bytes", "Anonymous memory (RSS), time-weighted like the working set.", RATE, ("memory_rss_byte_seconds",), ALL),
     Metric("memory_cache_bytes", "bytes", "Page cache, time-weighted like the working set.", RATE, ("memory_cache_byte_seconds",), ALL),
     Metric("cpu_throttled_millicores", "millicores", "CPU time the CFS quota throttled, per second of the bucket, x 1000.", RATE, ("cpu_throttled_seconds",), ALL, 1000.0, "cpu_throttled_seconds"),
     Metric("oom_kills", "count", "OOM kills in intervals that start in the bucket.", TOTAL, ("oom_kills",), ALL, sample_field="oom_kills", integer=True),
@@ -267,8 +267,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("psi_io_full_percent", "%", "Share of time all tasks waited for I/O at once (PSI), as for CPU.", RATIO, ("psi_io_full_seconds", "psi_io_seconds"), ALL, 100.0),
     Metric("gpu_utilization_percent", "%", "GPU utilisation, time-weighted over the samples that carry it: a node's mean over its devices; a pod's or container's in % of one GPU, summed over devices; groups and the cluster: the mean over their members that report it.", RATIO, ("gpu_utilization_percent_seconds", "gpu_seconds"), ALL, sample_field="gpu_utilization_percent"),
     Metric("gpu_memory_bytes", "bytes", "GPU memory used, time-weighted like the working set (summed over pods for groups).", RATE, ("gpu_memory_byte_seconds",), ALL, sample_field="gpu_memory_bytes"),
-    Metric("memory_available_bytes", "bytes", "Memory the node's kernel reports available, time-weighted.", RATE, ("memory_available_byte_seconds",), NODE_LEVEL, sample_field="memory_available_bytes"),
-    Metric("fs_used_bytes", "bytes", "Root filesystem used, time-weighted.", RATE, ("fs_used_byte_seconds",), NODE_LEVEL, sample_field="fs_used_bytes"),
+    Metric("memory_available_bytes", "bytes", "Memory the node's kernel reports available, time-weighted.", RATE, ("memory_available_byte_seconds",), NODE_LEVEL),
+    Metric("fs_used_bytes", "bytes", "Root filesystem used, time-weighted.", RATE, ("fs_used_byte_seconds",), NODE_LEVEL),
     Metric("fs_capacity_bytes", "bytes", "Root filesystem size, time-weighted.", RATE, ("fs_capacity_byte_seconds",), NODE_LEVEL),
 )
 METRIC = {m.name: m for m in METRICS}
