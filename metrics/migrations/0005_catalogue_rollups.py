@@ -14,16 +14,19 @@ from metrics.migrations.snapshots import rollups_0003, rollups_0005
 
 
 def forward(apps, schema_editor):
-    with schema_editor.connection.cursor() as cursor:
-        rollups_0005.upgrade(cursor, backend.read_recorded(cursor).tier, rollups_0003)
+    connection = schema_editor.connection
+    rollups_0005.upgrade(connection, rollups_0003, backend.read_recorded(connection).tier)
 
 
 def backward(apps, schema_editor):
-    with schema_editor.connection.cursor() as cursor:
-        rollups_0005.downgrade(cursor, backend.read_recorded(cursor).tier, rollups_0003)
+    connection = schema_editor.connection
+    rollups_0005.downgrade(connection, rollups_0003, backend.read_recorded(connection).tier)
 
 
 class Migration(migrations.Migration):
+    # Not atomic: in tier tsl the old aggregates' policies must be seen stopped by the job
+    # scheduler before they are dropped. The changes themselves run in one transaction.
+    atomic = False
     dependencies = [("metrics", "0004_drop_redundant_sample_fk_indexes")]
 
     operations = [migrations.RunPython(forward, backward, elidable=False)]

@@ -239,17 +239,56 @@ def create_caggs(cursor: Any, entities: dict[str, Any]) -> None:
                 f"CREATE INDEX {relation}_keys ON {relation} "
                 f"({', '.join(INDEX_KEYS[entity.name])}, bucket DESC)"
             )
+            # The first runs wait one schedule interval: a job started at once would race a
+            # migration that drops the aggregate right after (TimescaleDB then fails the DROP with
+            # "tuple concurrently deleted"); real-time aggregation serves the data meanwhile.
             policy = REFRESH_POLICIES[resolution]
             cursor.execute(
                 "SELECT add_continuous_aggregate_policy(%s::regclass, "
                 "start_offset => make_interval(days => %s), end_offset => %s::interval, "
-                "schedule_interval => %s::interval)",
-                [relation, days["raw"], policy["end_offset"], policy["schedule_interval"]],
+                "schedule_interval => %s::interval, initial_start => now() + %s::interval)",
+                [relation, days["raw"], policy["end_offset"], policy["schedule_interval"],
+                 policy["schedule_interval"]],
             )
             cursor.execute(
-                "SELECT add_retention_policy(%s::regclass, drop_after => make_interval(days => %s))",
+                "SELECT add_retention_policy(%s::regclass, drop_after => make_interval(days => %s), "
+                "initial_start => now() + interval '1 hour')",
                 [relation, days[resolution]],
             )
+
+
+# A policy run in progress when its aggregate is dropped makes the DROP fail ("tuple concurrently
+# deleted"); quiesce() waits this long at most for one to end.
+QUIESCE_SECONDS = 300.0
+
+
+def quiesce(cursor: Any, entities: dict[str, Any]) -> None:
+    """Stop the policies of `entities`' aggregates and wait out any run in progress.
+
+    Call it in autocommit: the scheduler must see the jobs unscheduled before we wait.
+    """
+    import time
+
+    relations = [e.relation(r) for e in entities.values() for r in RESOLUTIONS]
+    cursor.execute(
+        "SELECT j.id FROM _timescaledb_config.bgw_job j "
+        "JOIN _timescaledb_catalog.continuous_agg c ON j.hypertable_id = c.mat_hypertable_id "
+        "WHERE c.user_view_name = ANY(%s)",
+        [relations],
+    )
+    jobs = [row[0] for row in cursor.fetchall()]
+    for job in jobs:
+        cursor.execute("SELECT alter_job(%s, scheduled => false)", [job])
+    deadline = time.monotonic() + QUIESCE_SECONDS
+    while jobs and time.monotonic() < deadline:
+        cursor.execute(
+            "SELECT count(*) FROM timescaledb_information.job_stats "
+            "WHERE job_id = ANY(%s) AND job_status = 'Running'",
+            [jobs],
+        )
+        if not cursor.fetchone()[0]:
+            return
+        time.sleep(0.2)
 
 
 def drop_caggs(cursor: Any, entities: dict[str, Any]) -> None:
@@ -330,17 +369,32 @@ def downgrade_tables(cursor: Any, tier: str, old: ModuleType) -> None:
             cursor.execute(old._view_sql(tier, entity, resolution))
 
 
-def upgrade(cursor: Any, tier: str, old: ModuleType) -> None:
+def upgrade(connection: Any, old: ModuleType, tier: str) -> None:
+    """0003 -> 0005. `connection` is in autocommit (the migration is not atomic): tier tsl first
+    quiesces the old aggregates' policies; the changes themselves are one transaction."""
+    from django.db import transaction
+
     if tier == "tsl":
-        drop_caggs(cursor, old.ENTITY)
-        create_caggs(cursor, ENTITY)
-    else:
-        upgrade_tables(cursor, tier, old)
+        with connection.cursor() as cursor:
+            quiesce(cursor, old.ENTITY)
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        if tier == "tsl":
+            drop_caggs(cursor, old.ENTITY)
+            create_caggs(cursor, ENTITY)
+        else:
+            upgrade_tables(cursor, tier, old)
 
 
-def downgrade(cursor: Any, tier: str, old: ModuleType) -> None:
+def downgrade(connection: Any, old: ModuleType, tier: str) -> None:
+    """0005 -> 0003, as upgrade()."""
+    from django.db import transaction
+
     if tier == "tsl":
-        drop_caggs(cursor, ENTITY)
-        create_caggs(cursor, old.ENTITY)
-    else:
-        downgrade_tables(cursor, tier, old)
+        with connection.cursor() as cursor:
+            quiesce(cursor, ENTITY)
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        if tier == "tsl":
+            drop_caggs(cursor, ENTITY)
+            create_caggs(cursor, old.ENTITY)
+        else:
+            downgrade_tables(cursor, tier, old)
