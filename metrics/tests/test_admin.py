@@ -214,3 +214,17 @@ def test_gpu_sample_filters_search_and_dates_never_count_or_scan(staff, data):
         assert b"errornote" not in response.content, p
         assert _counts_over_samples(queries) == [], p
         assert response.context["cl"].result_count == found, p
+
+
+@pytest.mark.parametrize(
+    "model, entity", [(NodeSample, "node"), (PodSample, "pod"), (ContainerSample, "container")]
+)
+def test_sample_lists_show_the_catalogue_columns(staff, data, model, entity):
+    from metrics import catalogue
+
+    fields = catalogue.sample_fields(entity)
+    assert {"cpu_seconds", "psi_cpu_some_seconds", "gpu_utilization_percent"} <= set(fields)
+    response = staff.get(reverse(f"admin:metrics_{model._meta.model_name}_changelist"))
+    assert response.status_code == 200
+    for name in fields:
+        assert f"column-{name}" in response.content.decode(), name

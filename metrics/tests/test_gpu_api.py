@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from metrics.models import ApiToken, GpuDevice, GpuSample, Node
-from metrics.tests.factories_ingest import tick
+from metrics.tests.factories import tick
 from metrics.tests.ingest_helpers import post
 from metrics.tests.test_gpu_ingest import A100, H100, H100_SHARED, MIG, gpu_batch
 from metrics.tokens import create_token

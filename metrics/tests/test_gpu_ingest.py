@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 
 from metrics.models import GpuDevice, GpuSample, NodeSample, PodSample
-from metrics.tests.factories_ingest import NodeBatches, tick
+from metrics.tests.factories import NodeBatches, tick
 from metrics.tests.ingest_helpers import post
 
 pytestmark = pytest.mark.django_db

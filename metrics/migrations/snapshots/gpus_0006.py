@@ -1,4 +1,4 @@
-"""FROZEN SNAPSHOT for migration 0005: the GPU sample table's key and hypertable. Never edit it;
+"""FROZEN SNAPSHOT for migration 0006: the GPU sample table's key and hypertable. Never edit it;
 a change is a new snapshot and a new migration.
 
 Like the other sample tables (storage_0002): primary key (id, time), because every unique index
