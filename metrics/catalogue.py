@@ -28,8 +28,8 @@ How to add a metric
    paste the new column lists (`python -m metrics.catalogue` prints them), and add the columns.
    metrics/tests/test_catalogue.py fails until the newest snapshot equals the live catalogue.
 
-Entities: cluster > node > pod > container, and cluster > namespace > Deployment > pod. Each reads
-one raw sample table; node, pod, namespace and Deployment have 1m/1h rollups of their own, the
+Entities: cluster > node > pod > container, cluster > namespace > Deployment > pod, and node >
+gpu (a GPU device or MIG instance, from metrics_gpusample). Each reads one raw sample table; node, pod, namespace and Deployment have 1m/1h rollups of their own, the
 cluster sums the node rollups and containers have raw samples only (within RETENTION_RAW_DAYS).
 """
 
@@ -158,6 +158,15 @@ COLUMNS: tuple[Column, ...] = (
     Column("gpu_utilization_percent_seconds", GAUGE, "gpu_utilization_percent"),
     _gauge_where("gpu_seconds", "1.0::float8", "gpu_utilization_percent"),
     Column("gpu_memory_byte_seconds", GAUGE, "gpu_memory_bytes::float8"),
+    # GPU devices only (metrics_gpusample): the device's memory where its use is known, the
+    # largest memory use, power (watt-seconds: joules) and temperature over the seconds of samples
+    # that carry them.
+    _gauge_where("gpu_memory_total_byte_seconds", "gpu_memory_total_bytes::float8", "gpu_memory_bytes"),
+    Column("gpu_memory_max_bytes", MAX, "gpu_memory_bytes", BIGINT),
+    Column("gpu_power_watt_seconds", GAUGE, "gpu_power_watts"),
+    _gauge_where("gpu_power_seconds", "1.0::float8", "gpu_power_watts"),
+    Column("gpu_temperature_celsius_seconds", GAUGE, "gpu_temperature_celsius"),
+    _gauge_where("gpu_temperature_seconds", "1.0::float8", "gpu_temperature_celsius"),
 )
 COLUMN = {c.name: c for c in COLUMNS}
 # Every entity has these: how many samples a bucket holds, and the seconds they cover.
@@ -207,6 +216,11 @@ ENTITIES: tuple[Entity, ...] = (
         rollup_keys=(("pod_id", BIGINT), ("node_id", BIGINT), ("namespace", _V), ("deployment", _V)),
     ),
     Entity("container", ("container_id",), "metrics_containersample", ("pod",)),
+    # One GPU or MIG instance (metrics/gpus.py, /api/gpus/): rollups per device.
+    Entity(
+        "gpu", ("device_id",), "metrics_gpusample", ("node",),
+        rollup_keys=(("device_id", BIGINT), ("node_id", BIGINT)),
+    ),
 )
 ENTITY = {e.name: e for e in ENTITIES}
 
@@ -214,6 +228,7 @@ NODE_LEVEL = frozenset({"node", "cluster"})
 POD_LEVEL = frozenset({"pod", "namespace", "deployment"})
 CONTAINER = frozenset({"container"})
 ALL = NODE_LEVEL | POD_LEVEL | CONTAINER
+GPU_DEVICE = frozenset({"gpu"})
 
 
 @dataclass(frozen=True)
@@ -265,8 +280,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("psi_memory_full_percent", "%", "Share of time all tasks waited for memory at once (PSI), as for CPU.", RATIO, ("psi_memory_full_seconds", "psi_memory_seconds"), ALL, 100.0),
     Metric("psi_io_some_percent", "%", "Share of time some task waited for I/O (PSI), as for CPU.", RATIO, ("psi_io_some_seconds", "psi_io_seconds"), ALL, 100.0),
     Metric("psi_io_full_percent", "%", "Share of time all tasks waited for I/O at once (PSI), as for CPU.", RATIO, ("psi_io_full_seconds", "psi_io_seconds"), ALL, 100.0),
-    Metric("gpu_utilization_percent", "%", "GPU utilisation, time-weighted over the samples that carry it: a node's mean over its devices; a pod's or container's in % of one GPU, summed over devices; groups and the cluster: the mean over their members that report it.", RATIO, ("gpu_utilization_percent_seconds", "gpu_seconds"), ALL, sample_field="gpu_utilization_percent"),
-    Metric("gpu_memory_bytes", "bytes", "GPU memory used, time-weighted like the working set (summed over pods for groups).", RATE, ("gpu_memory_byte_seconds",), ALL, sample_field="gpu_memory_bytes"),
+    Metric("gpu_utilization_percent", "%", "GPU utilisation, time-weighted over the samples that carry it: a node's mean over its devices; a pod's or container's in % of one GPU, summed over devices; groups and the cluster: the mean over their members that report it; a GPU device: its own.", RATIO, ("gpu_utilization_percent_seconds", "gpu_seconds"), ALL | GPU_DEVICE, sample_field="gpu_utilization_percent"),
+    Metric("gpu_memory_bytes", "bytes", "GPU memory used, time-weighted like the working set (summed over pods for groups).", RATE, ("gpu_memory_byte_seconds",), ALL | GPU_DEVICE, sample_field="gpu_memory_bytes"),
+    Metric("gpu_memory_max_bytes", "bytes", "A GPU device's largest memory use in the bucket.", LARGEST, ("gpu_memory_max_bytes",), GPU_DEVICE),
+    Metric("gpu_memory_percent_of_device", "%", "A GPU device's memory used as a percentage of its memory.", RATIO, ("gpu_memory_byte_seconds", "gpu_memory_total_byte_seconds"), GPU_DEVICE, 100.0),
+    Metric("gpu_power_watts", "W", "A GPU device's power draw, time-weighted over the samples that carry it.", RATIO, ("gpu_power_watt_seconds", "gpu_power_seconds"), GPU_DEVICE, sample_field="gpu_power_watts"),
+    Metric("gpu_temperature_celsius", "°C", "A GPU device's temperature, time-weighted over the samples that carry it.", RATIO, ("gpu_temperature_celsius_seconds", "gpu_temperature_seconds"), GPU_DEVICE, sample_field="gpu_temperature_celsius"),
     Metric("memory_available_bytes", "bytes", "Memory the node's kernel reports available, time-weighted.", RATE, ("memory_available_byte_seconds",), NODE_LEVEL),
     Metric("fs_used_bytes", "bytes", "Root filesystem used, time-weighted.", RATE, ("fs_used_byte_seconds",), NODE_LEVEL),
     Metric("fs_capacity_bytes", "bytes", "Root filesystem size, time-weighted.", RATE, ("fs_capacity_byte_seconds",), NODE_LEVEL),
@@ -297,7 +316,7 @@ def check() -> None:
     for metric in METRICS:
         assert all(c in COLUMN for c in metric.columns), metric.name
         assert len(metric.columns) == (2 if metric.point == RATIO else 1), metric.name
-        assert metric.entities <= ALL, metric.name
+        assert metric.entities <= ALL | GPU_DEVICE, metric.name
     for entity in ENTITIES:
         assert set(entity.parents) <= set(ENTITY), entity.name
         # Entities read from another's rollups can only have that entity's columns.

@@ -44,8 +44,8 @@ class GpuDeviceAdmin(admin.ModelAdmin):
 
 @admin.register(GpuSample)
 class GpuSampleAdmin(SampleAdmin):
-    list_display = ("time", "device", "node", "interval_seconds", "utilization_percent", "memory_used_bytes",
-                    "power_watts", "temperature_celsius", "namespace", "pod_name", "container", "shared")
+    list_display = ("time", "device", "node", "interval_seconds", "gpu_utilization_percent", "gpu_memory_bytes",
+                    "gpu_power_watts", "gpu_temperature_celsius", "namespace", "pod_name", "container", "shared")
     list_select_related = ("device", "node")
     list_filter = (NodeFilter, GpuModelFilter, "shared")
     raw_id_fields = ("device", "node", "pod")

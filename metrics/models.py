@@ -289,10 +289,13 @@ class GpuSample(models.Model):
     node = models.ForeignKey(
         Node, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
     )
-    utilization_percent = models.FloatField(null=True, blank=True)
-    memory_used_bytes = models.BigIntegerField(null=True, blank=True)
-    power_watts = models.FloatField(null=True, blank=True)
-    temperature_celsius = models.FloatField(null=True, blank=True)
+    # Named like the node and pod samples' GPU fields, so the metric catalogue reads them alike.
+    gpu_utilization_percent = models.FloatField(null=True, blank=True)
+    gpu_memory_bytes = models.BigIntegerField(null=True, blank=True)
+    # The device's memory at the time (for % of device memory in rollups without a join).
+    gpu_memory_total_bytes = models.BigIntegerField(null=True, blank=True)
+    gpu_power_watts = models.FloatField(null=True, blank=True)
+    gpu_temperature_celsius = models.FloatField(null=True, blank=True)
     pod = models.ForeignKey(
         Pod, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+",
         null=True, blank=True,

@@ -153,17 +153,17 @@ def test_the_collector_reports_each_gpu_and_its_pod_through_the_api(
     holder = busy["pods"][0]
     assert (holder["uid"], holder["allocated"], holder["memory_bytes"]) == (WEB_UID, True, 70912 * MIB)
     usage = busy["usage"]
-    assert (usage["utilization_percent"], usage["memory_used_bytes"], usage["power_watts"],
-            usage["temperature_celsius"]) == (97.0, 71234 * MIB, 512.345, 61.0)
+    assert (usage["gpu_utilization_percent"], usage["gpu_memory_bytes"], usage["gpu_power_watts"],
+            usage["gpu_temperature_celsius"]) == (97.0, 71234 * MIB, 512.345, 61.0)
     idle = devices[IDLE]
-    assert idle["pod"] is None and idle["pods"] == [] and idle["usage"]["power_watts"] == 69.871
+    assert idle["pod"] is None and idle["pods"] == [] and idle["usage"]["gpu_power_watts"] == 69.871
 
     # The per-device series over the run: every covered bucket has the figures NVML gave.
     series = requests.get(f"{api.url}/api/nodes/{node.name}/gpus/", headers=reader,
                           params={"window": 120, "step": 10}, timeout=10).json()
-    points = [p for d in series["results"] if d["uuid"] == H100 for p in d["series"]["points"] if p["samples"]]
-    assert points and all(p["utilization_percent"] == pytest.approx(97.0) for p in points)
-    assert all(p["power_watts"] == pytest.approx(512.345) for p in points)
+    points = [p for d in series["results"] if d["uuid"] == H100 for p in d["series"]["points"] if p["coverage"]]
+    assert points and all(p["gpu_utilization_percent"] == pytest.approx(97.0) for p in points)
+    assert all(p["gpu_power_watts"] == pytest.approx(512.345) for p in points)
     assert sum(p["coverage"] * 10 for p in points) == pytest.approx(batches * INTERVAL)
     # Each GPU sample points at the pod's own sample of the same interval, which carries the
     # pod's GPU memory from the same NVML reading.

@@ -3,7 +3,8 @@
 /api/gpus/                    every device (GPUs and MIG instances), filterable by node, model, MIG
 /api/gpus/{uuid}/             one device; ?window= (or start/end, step) adds its series
 /api/nodes/{node}/gpus/       the devices of a node; ?window= adds a series to each device
-Series come from the raw GPU samples (metrics/gpus.py), so they reach back RETENTION_RAW_DAYS.
+Series come from the catalogue's `gpu` entity (metrics/gpus.py): raw samples for any step, the
+per-device 1m / 1h rollups for steps that are multiples of 60 / 3600 s.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from metrics import gpus
+from metrics import catalogue, gpus
 from metrics.api.views import NAME_REGEX, SERIES_PARAMETERS, ListMixin, ReadViewSet, RetrieveMixin
 from metrics.models import GpuDevice, Node
 
@@ -61,33 +62,37 @@ class GpuHolderSerializer(serializers.Serializer):
     utilization_percent = serializers.FloatField(allow_null=True)
 
 
-class GpuUsageSerializer(serializers.Serializer):
-    time = serializers.DateTimeField(help_text="Start of the sample's interval.")
-    interval_seconds = serializers.FloatField()
-    utilization_percent = serializers.FloatField(allow_null=True, help_text="Mean over the interval, 0-100.")
-    memory_used_bytes = serializers.IntegerField(allow_null=True)
-    memory_used_percent = serializers.FloatField(allow_null=True, help_text="Of memory_total_bytes.")
-    power_watts = serializers.FloatField(allow_null=True, help_text="Mean over the interval.")
-    temperature_celsius = serializers.FloatField(allow_null=True)
+def _metric_field(metric: catalogue.Metric) -> serializers.Field:
+    kind = serializers.IntegerField if metric.integer else serializers.FloatField
+    return kind(allow_null=True, help_text=f"{metric.help} Unit: {metric.unit}.")
 
 
 class GpuPointSerializer(serializers.Serializer):
-    time = serializers.DateTimeField(help_text="Start of the bucket.")
-    samples = serializers.IntegerField()
-    coverage = serializers.FloatField(help_text="Share of the bucket the device's samples cover (0-1).")
-    utilization_percent = serializers.FloatField(allow_null=True)
-    memory_used_bytes = serializers.IntegerField(allow_null=True)
-    memory_used_max_bytes = serializers.IntegerField(allow_null=True)
-    memory_used_percent = serializers.FloatField(allow_null=True)
-    power_watts = serializers.FloatField(allow_null=True)
-    temperature_celsius = serializers.FloatField(allow_null=True)
+    """One bucket of a device's series (or its newest sample, in `usage`): the catalogue's GPU
+    device metrics (metrics/catalogue.py, entity `gpu`)."""
+
+    time = serializers.DateTimeField(help_text="Start of the bucket (or of the sample's interval).")
+    coverage = serializers.FloatField(allow_null=True, help_text="Share of the bucket the device's samples cover (0-1).")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        coverage = fields.pop("coverage")
+        fields.update({m.name: _metric_field(m) for m in catalogue.metrics_of(gpus.KIND)})
+        fields["coverage"] = coverage
+        return fields
+
+
+class GpuUsageSerializer(GpuPointSerializer):
+    interval_seconds = serializers.FloatField()
 
 
 class GpuSeriesSerializer(serializers.Serializer):
     start = serializers.DateTimeField()
     end = serializers.DateTimeField()
     step = serializers.IntegerField()
-    source = serializers.CharField(help_text="Always raw: GPU series are computed from raw samples.")  # type: ignore[assignment]
+    source = serializers.ChoiceField(  # type: ignore[assignment]  # a field named like Field.source
+        choices=["raw", "1m", "1h"], help_text="Raw samples or the per-device rollup the points were computed from."
+    )
     points = GpuPointSerializer(many=True)
 
 
@@ -157,18 +162,9 @@ class GpuSerializer(serializers.ModelSerializer):
         latest = self._latest(obj)
         if not latest:
             return None
-        memory = latest["memory_used_bytes"]
-        return {
-            "time": _format_time(latest["time"]),
-            "interval_seconds": latest["interval_seconds"],
-            "utilization_percent": latest["utilization_percent"],
-            "memory_used_bytes": memory,
-            "memory_used_percent": (
-                100.0 * memory / obj.memory_total_bytes if memory is not None and obj.memory_total_bytes else None
-            ),
-            "power_watts": latest["power_watts"],
-            "temperature_celsius": latest["temperature_celsius"],
-        }
+        usage = dict(latest["usage"])
+        usage["time"] = _format_time(usage["time"])
+        return usage
 
     @extend_schema_field(GpuSeriesSerializer(required=False, allow_null=True))
     def get_series(self, obj: GpuDevice) -> dict[str, Any] | None:
@@ -202,9 +198,9 @@ class GpuListViewSet(ListMixin, ReadViewSet):
 
     def _context(self, devices: list[GpuDevice], request: Request) -> dict[str, Any]:
         context = self.get_serializer_context() | {"usage": gpus.latest([d.pk for d in devices])}
-        window = self.series_window(request, source="raw")
+        window = self.series_window(request)
         if window is not None:
-            found = gpus.series({d.pk: d.memory_total_bytes for d in devices}, window)
+            found = gpus.device_series([d.pk for d in devices], window)
             context["series"] = {
                 device_id: {
                     "start": _format_time(window.start),
@@ -219,13 +215,13 @@ class GpuListViewSet(ListMixin, ReadViewSet):
 
     def list_items(self, request: Request) -> Response:
         # Parameters first: a bad window is a 400 before any query.
-        self.series_window(request, source="raw")
+        self.series_window(request)
         page = list(self.paginate_queryset(self.filter_queryset(self.get_queryset())) or [])
         data = GpuSerializer(page, many=True, context=self._context(page, request)).data
         return self.get_paginated_response(data)
 
     def retrieve_item(self, request: Request) -> Response:
-        self.series_window(request, source="raw")
+        self.series_window(request)
         device = self.get_object()
         return Response(GpuSerializer(device, context=self._context([device], request)).data)
 

@@ -62,12 +62,13 @@ WHERE uuid = ANY(%b::text[]) AND uuid NOT IN (SELECT uuid FROM written)
 """
 
 SAMPLE_COLUMNS = (
-    "device_id", "node_id", "time", "interval_seconds", "utilization_percent", "memory_used_bytes",
-    "power_watts", "temperature_celsius", "pod_id", "namespace", "pod_name", "container", "shared", "pods",
+    "device_id", "node_id", "time", "interval_seconds", "gpu_utilization_percent", "gpu_memory_bytes",
+    "gpu_memory_total_bytes", "gpu_power_watts", "gpu_temperature_celsius", "pod_id", "namespace", "pod_name",
+    "container", "shared", "pods",
 )
 SAMPLE_TYPES = (
-    "int8", "int8", "timestamptz", "float8", "float8", "int8", "float8", "float8", "int8", "text", "text",
-    "text", "bool", "jsonb",
+    "int8", "int8", "timestamptz", "float8", "float8", "int8", "int8", "float8", "float8", "int8", "text",
+    "text", "text", "bool", "jsonb",
 )
 SAMPLE_COPY = f"COPY metrics_gpusample ({', '.join(SAMPLE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
@@ -110,7 +111,7 @@ def store_gpus(
                 pod_id = pod_ids.get(holder.uid) if holder is not None and holder.uid else None
                 copy.write_row((
                     ids[gpu.uuid], node_id, start, interval, gpu.utilization_percent, gpu.memory_used_bytes,
-                    gpu.power_watts, gpu.temperature_celsius, pod_id,
+                    gpu.memory_total_bytes, gpu.power_watts, gpu.temperature_celsius, pod_id,
                     (holder.namespace or "") if holder else "", (holder.pod or "") if holder else "",
                     (holder.container or "") if holder else "", shared,
                     Jsonb([h.model_dump() for h in gpu.pods]),

@@ -58,8 +58,8 @@ def data(db):
         first_seen=now, last_seen=now,
     )
     GpuSample.objects.create(
-        device=gpu, node=node, time=now - timedelta(seconds=10), interval_seconds=10, utilization_percent=91.5,
-        memory_used_bytes=70 * 2**30, power_watts=512.3, temperature_celsius=61, pod=pod, namespace="shop",
+        device=gpu, node=node, time=now - timedelta(seconds=10), interval_seconds=10, gpu_utilization_percent=91.5,
+        gpu_memory_bytes=70 * 2**30, gpu_power_watts=512.3, gpu_temperature_celsius=61, pod=pod, namespace="shop",
         pod_name="web-1", container="app",
     )
     create_token("collector-1")

@@ -51,14 +51,16 @@ def test_it_lists_every_gpu_with_its_node_model_memory_pod_and_newest_usage(clie
     assert h100["pod"]["url"].endswith(f"/api/namespaces/{p0['namespace']}/pods/{p0['name']}/")
     assert h100["shared"] is False and h100["series"] is None
     usage = h100["usage"]
-    assert (usage["utilization_percent"], usage["memory_used_bytes"], usage["power_watts"],
-            usage["temperature_celsius"], usage["interval_seconds"]) == (91.5, 70 * GIB, 512.3, 61.0, 10.0)
-    assert usage["memory_used_percent"] == pytest.approx(100 * 70 * GIB / (81559 * 2**20))
+    assert (usage["gpu_utilization_percent"], usage["gpu_memory_bytes"], usage["gpu_power_watts"],
+            usage["gpu_temperature_celsius"], usage["interval_seconds"], usage["coverage"]) == (
+        91.5, 70 * GIB, 512.3, 61.0, 10.0, 1.0)
+    assert usage["gpu_memory_percent_of_device"] == pytest.approx(100 * 70 * GIB / (81559 * 2**20))
+    assert "cpu_millicores" not in usage  # a device point has the GPU device metrics only
     shared = devices[H100_SHARED]
     assert shared["shared"] is True and shared["pod"] is None
     assert [p["pod"] for p in shared["pods"]] == [batch["pods"][1]["name"], batch["pods"][2]["name"]]
     assert devices[MIG]["mig_instance"] is True and devices[MIG]["parent_uuid"] == A100
-    assert devices[A100]["usage"]["utilization_percent"] is None
+    assert devices[A100]["usage"]["gpu_utilization_percent"] is None
 
 
 def test_filters_narrow_the_list(client, ingest_token, reader):
@@ -96,7 +98,7 @@ def test_unknown_node_or_device_is_404(reader):
 @pytest.mark.parametrize(
     ("params", "field"),
     [({"window": "0"}, "window"), ({"window": "abc"}, "window"), ({"step": "60"}, "step"),
-     ({"window": str(30 * 86400)}, "start")],
+     ({"window": str(400 * 86400)}, "window"), ({"window": "86400", "step": "1"}, "step")],
 )
 def test_a_bad_series_parameter_is_400_naming_it(reader, params, field):
     Node.objects.create(name="gpu-1", first_seen=timezone.now(), last_seen=timezone.now())
@@ -105,7 +107,7 @@ def test_a_bad_series_parameter_is_400_naming_it(reader, params, field):
     assert field in response.json()
 
 
-def _samples(device: GpuDevice, start: datetime, intervals: list[float]) -> list[GpuSample]:
+def _samples(device: GpuDevice, start: datetime, intervals: list[float], memory_total: int) -> list[GpuSample]:
     """Back-to-back samples with varying figures (some unknown), from `start`."""
     rows = []
     t = start
@@ -113,94 +115,142 @@ def _samples(device: GpuDevice, start: datetime, intervals: list[float]) -> list
         k = (i * 7) % 11
         rows.append(GpuSample(
             device=device, node_id=device.node_id, time=t, interval_seconds=interval,
-            utilization_percent=None if k == 3 else 10.0 + 8 * k,
-            memory_used_bytes=(20 + k) * GIB, power_watts=100.0 + 37 * k,
-            temperature_celsius=None if k == 5 else 40.0 + k,
+            gpu_utilization_percent=None if k == 3 else 10.0 + 8 * k,
+            gpu_memory_bytes=(20 + k) * GIB, gpu_memory_total_bytes=memory_total,
+            gpu_power_watts=None if k == 7 else 100.0 + 37 * k,
+            gpu_temperature_celsius=None if k == 5 else 40.0 + k,
         ))
         t += timedelta(seconds=interval)
     return GpuSample.objects.bulk_create(rows)
 
 
-def _expected(samples: list[GpuSample], bucket: datetime, step: int, memory_total: int) -> dict[str, Any]:
-    """The point computed here from the samples' overlaps with the bucket."""
+# Each figure's time-weighted mean over the seconds of samples that carry it.
+_MEANS = {"gpu_utilization_percent": "gpu_utilization_percent", "gpu_power_watts": "gpu_power_watts",
+          "gpu_temperature_celsius": "gpu_temperature_celsius"}
+
+
+def _expected(samples: list[GpuSample], bucket: datetime, step: int, whole: bool) -> dict[str, Any]:
+    """The point computed here from the samples: each counted for its overlap with the bucket, or
+    (`whole`, the rollups) wholly in the bucket its interval starts in."""
     end = bucket + timedelta(seconds=step)
     sums: dict[str, float] = {}
     cov: dict[str, float] = {}
-    covered = 0.0
+    covered = memory = total = 0.0
     n = 0
     peak = None
     for s in samples:
         s_end = s.time + timedelta(seconds=s.interval_seconds)
-        overlap = (min(s_end, end) - max(s.time, bucket)).total_seconds()
+        if whole:
+            overlap = s.interval_seconds if bucket <= s.time < end else 0.0
+        else:
+            overlap = (min(s_end, end) - max(s.time, bucket)).total_seconds()
         if overlap <= 0:
             continue
         n += 1
         covered += overlap
-        peak = max(peak or 0, s.memory_used_bytes)
-        for name in ("utilization_percent", "memory_used_bytes", "power_watts", "temperature_celsius"):
-            value = getattr(s, name)
+        memory += s.gpu_memory_bytes * overlap
+        total += s.gpu_memory_total_bytes * overlap
+        peak = max(peak or 0, s.gpu_memory_bytes)
+        for name, field in _MEANS.items():
+            value = getattr(s, field)
             if value is not None:
                 sums[name] = sums.get(name, 0.0) + value * overlap
                 cov[name] = cov.get(name, 0.0) + overlap
-    point: dict[str, Any] = {"samples": n, "coverage": round(min(covered / step, 1.0), 6)}
-    for name in ("utilization_percent", "memory_used_bytes", "power_watts", "temperature_celsius"):
+    point: dict[str, Any] = {"coverage": min(covered / step, 1.0) if n else None}
+    if not n:
+        return point | dict.fromkeys([*_MEANS, "gpu_memory_bytes", "gpu_memory_max_bytes", "gpu_memory_percent_of_device"])
+    for name in _MEANS:
         point[name] = sums[name] / cov[name] if cov.get(name) else None
-    point["memory_used_max_bytes"] = peak
-    point["memory_used_percent"] = (
-        100 * point["memory_used_bytes"] / memory_total if point["memory_used_bytes"] is not None else None
-    )
-    if point["memory_used_bytes"] is not None:
-        point["memory_used_bytes"] = round(point["memory_used_bytes"])
+    point["gpu_memory_bytes"] = memory / covered
+    point["gpu_memory_max_bytes"] = float(peak) if peak is not None else None
+    point["gpu_memory_percent_of_device"] = 100 * memory / total
     return point
 
 
-@pytest.mark.parametrize("step", [15, 60, 70])
-def test_node_gpu_series_are_exact_time_weighted_means_with_coverage(reader, step):
+def _check(points: list[dict[str, Any]], samples: list[GpuSample], step: int, whole: bool) -> int:
+    checked = 0
+    for point in points:
+        bucket = datetime.fromisoformat(point["time"].replace("Z", "+00:00"))
+        want = _expected(samples, bucket, step, whole)
+        for name, value in want.items():
+            if value is None:
+                assert point[name] is None, (point["time"], name)
+            else:
+                assert point[name] == pytest.approx(value, rel=1e-9), (point["time"], name)
+        checked += want["coverage"] is not None
+    return checked
+
+
+@pytest.fixture
+def device_with_samples(db):
     now = timezone.now()
     node = Node.objects.create(name="gpu-1", first_seen=now - timedelta(days=1), last_seen=now)
     device = GpuDevice.objects.create(
         node=node, uuid=H100, index=0, name="NVIDIA H100 80GB HBM3", memory_total_bytes=80 * GIB,
         first_seen=now - timedelta(days=1), last_seen=now,
     )
-    idle = GpuDevice.objects.create(
+    GpuDevice.objects.create(
         node=node, uuid=A100, index=1, name="NVIDIA A100-SXM4-40GB", memory_total_bytes=40 * GIB,
         first_seen=now - timedelta(days=1), last_seen=now,
     )
-    # 20 minutes ago: 10 s samples, a 40 s gap, then 30 s samples (the collector's interval changed).
-    start = (now - timedelta(minutes=20)).replace(second=3, microsecond=0)
-    first = _samples(device, start, [10.0] * 30)
-    later_start = start + timedelta(seconds=300 + 40)
-    second = _samples(device, later_start, [30.0] * 12)
-    samples = first + second
-    window_start = start - timedelta(seconds=60)
+    # 40 minutes ago, on whole minutes: 10 s samples, a 40 s gap, then 30 s samples (the
+    # collector's interval changed), as collectors align their ticks.
+    start = (now - timedelta(minutes=40)).replace(second=0, microsecond=0)
+    samples = _samples(device, start, [10.0] * 30, 80 * GIB)
+    samples += _samples(device, start + timedelta(seconds=340), [30.0] * 40, 80 * GIB)
+    return start - timedelta(seconds=120), start + timedelta(minutes=30), samples
 
+
+def _series(reader: Client, start: datetime, end: datetime, step: int) -> dict[str, Any]:
     body = reader.get("/api/nodes/gpu-1/gpus/", {
-        "start": window_start.isoformat().replace("+00:00", "Z"),
-        "end": (later_start + timedelta(seconds=400)).isoformat().replace("+00:00", "Z"),
+        "start": start.isoformat().replace("+00:00", "Z"), "end": end.isoformat().replace("+00:00", "Z"),
         "step": step,
     }).json()
+    return {d["uuid"]: d["series"] for d in body["results"]}
 
-    by_uuid = {d["uuid"]: d for d in body["results"]}
-    series = by_uuid[H100]["series"]
+
+@pytest.mark.parametrize("step", [15, 70])
+def test_node_gpu_series_from_raw_samples_are_exact_time_weighted_means_with_coverage(
+    reader, device_with_samples, step
+):
+    start, end, samples = device_with_samples
+    by_uuid = _series(reader, start, end, step)
+
+    series = by_uuid[H100]
     assert series["step"] == step and series["source"] == "raw"
     points = series["points"]
-    expected_start = datetime.fromtimestamp(math.floor(window_start.timestamp() / step) * step, dt_timezone.utc)
+    expected_start = datetime.fromtimestamp(math.floor(start.timestamp() / step) * step, dt_timezone.utc)
     assert points[0]["time"] == expected_start.isoformat().replace("+00:00", "Z")
-    checked = 0
-    for point in points:
-        bucket = datetime.fromisoformat(point["time"].replace("Z", "+00:00"))
-        want = _expected(samples, bucket, step, 80 * GIB)
-        for name, value in want.items():
-            if value is None or isinstance(value, int):
-                assert point[name] == value, (point["time"], name)
-            else:
-                assert point[name] == pytest.approx(value, rel=1e-9), (point["time"], name)
-        checked += want["samples"] > 0
-    assert checked > 5
+    assert _check(points, samples, step, whole=False) > 5
     # The 40 s gap shows as partial coverage, not as zero utilisation.
-    assert any(0 < p["coverage"] < 1 for p in points)
+    assert any(p["coverage"] is not None and 0 < p["coverage"] < 1 for p in points)
+    assert set(points[0]) == {"time", "coverage", "gpu_utilization_percent", "gpu_memory_bytes",
+                              "gpu_memory_max_bytes", "gpu_memory_percent_of_device", "gpu_power_watts",
+                              "gpu_temperature_celsius"}
     # A device without samples gets the same buckets, all empty.
-    idle_points = by_uuid[A100]["series"]["points"]
+    idle_points = by_uuid[A100]["points"]
     assert len(idle_points) == len(points)
-    assert all(p["samples"] == 0 and p["coverage"] == 0 and p["utilization_percent"] is None for p in idle_points)
-    assert idle.pk != device.pk
+    assert all(p["gpu_utilization_percent"] is None for p in idle_points)
+
+
+@pytest.fixture
+def fresh_rollups(transactional_db):
+    from metrics.tests.factories import reset_rollups
+
+    reset_rollups()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("step", [60, 300, 3600])
+def test_node_gpu_series_from_the_device_rollups_are_the_raw_sums(fresh_rollups, reader, device_with_samples, step):
+    from metrics import rollups
+
+    start, end, samples = device_with_samples
+    before = _series(reader, start, end, step)[H100]  # real-time: nothing materialized yet
+    rollups.refresh()
+    after = _series(reader, start, end, step)[H100]
+
+    assert before["source"] == after["source"] == ("1h" if step == 3600 else "1m")
+    for series in (before, after):
+        assert _check(series["points"], samples, step, whole=True) > 0
+    assert before["points"] == after["points"]

@@ -78,15 +78,15 @@ def test_it_stores_each_device_and_a_sample_attributed_to_its_pod(client, ingest
     s = samples[h100.pk]
     p0 = batch["pods"][0]
     pod_sample = PodSample.objects.get(pod__uid=p0["uid"])
-    assert (s.time, s.interval_seconds, s.utilization_percent, s.memory_used_bytes, s.power_watts,
-            s.temperature_celsius) == (start, 10.0, 91.5, 70 * GIB, 512.3, 61.0)
+    assert (s.time, s.interval_seconds, s.gpu_utilization_percent, s.gpu_memory_bytes, s.gpu_memory_total_bytes,
+            s.gpu_power_watts, s.gpu_temperature_celsius) == (start, 10.0, 91.5, 70 * GIB, 81559 * 2**20, 512.3, 61.0)
     assert (s.pod_id, s.namespace, s.pod_name, s.container, s.shared) == (
         pod_sample.pod_id, p0["namespace"], p0["name"], p0["containers"][0]["name"], False)
     assert s.pods == batch["gpus"][0]["pods"]
     shared = samples[devices[H100_SHARED].pk]
     assert shared.shared is True and shared.pod_id is None and shared.pod_name == ""
     assert [p["pod"] for p in shared.pods] == [batch["pods"][1]["name"], batch["pods"][2]["name"]]
-    assert samples[devices[A100].pk].utilization_percent is None
+    assert samples[devices[A100].pk].gpu_utilization_percent is None
     assert samples[devices[MIG].pk].pod_name == p0["name"]
 
 
