@@ -13,6 +13,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from metrics import catalogue
 from metrics.admin import InventoryFilter, NodeFilter, SampleAdmin
 from metrics.models import GpuDevice, GpuSample
 
@@ -44,8 +45,9 @@ class GpuDeviceAdmin(admin.ModelAdmin):
 
 @admin.register(GpuSample)
 class GpuSampleAdmin(SampleAdmin):
-    list_display = ("time", "device", "node", "interval_seconds", "gpu_utilization_percent", "gpu_memory_bytes",
-                    "gpu_power_watts", "gpu_temperature_celsius", "namespace", "pod_name", "container", "shared")
+    # The catalogue's GPU device metrics (metrics/catalogue.py), then who held the device.
+    list_display = ("time", "device", "node", "interval_seconds", *catalogue.sample_fields("gpu"),
+                    "namespace", "pod_name", "container", "shared")
     list_select_related = ("device", "node")
     list_filter = (NodeFilter, GpuModelFilter, "shared")
     raw_id_fields = ("device", "node", "pod")

@@ -47,7 +47,7 @@ class RetentionResult:
 def relations() -> dict[str, list[str]]:
     """Relation kind ('raw', '1m', '1h') -> the relations retention applies to."""
     return {
-        # GPU samples have no rollups yet (metrics/gpus.py serves them raw) but age like the rest.
+        # GPU samples (rolled up per device, the catalogue's `gpu` entity) age like the rest.
         "raw": [*SAMPLE_TABLES, GPU_SAMPLE_TABLE],
         "1m": [e.relation("1m") for e in ENTITY.values()],
         "1h": [e.relation("1h") for e in ENTITY.values()],

@@ -245,12 +245,17 @@ def fresh_rollups(transactional_db):
 def test_node_gpu_series_from_the_device_rollups_are_the_raw_sums(fresh_rollups, reader, device_with_samples, step):
     from metrics import rollups
 
+    from metrics import backend
+
     start, end, samples = device_with_samples
     before = _series(reader, start, end, step)[H100]  # real-time: nothing materialized yet
     rollups.refresh()
     after = _series(reader, start, end, step)[H100]
 
     assert before["source"] == after["source"] == ("1h" if step == 3600 else "1m")
-    for series in (before, after):
-        assert _check(series["points"], samples, step, whole=True) > 0
-    assert before["points"] == after["points"]
+    assert _check(after["points"], samples, step, whole=True) > 0
+    # Tiers apache / plain: the views add what the refresh has not materialized yet, so the
+    # answer does not change. (In tier tsl, samples written below an aggregate's watermark, as
+    # these old ones are, show once refreshed: TimescaleDB's real-time aggregation.)
+    if backend.storage_tier() != "tsl":
+        assert before["points"] == after["points"]
