@@ -206,6 +206,7 @@ ENTITIES: tuple[Entity, ...] = (
         "pod", ("pod_id",), "metrics_podsample", ("node", "deployment"),
         rollup_keys=(("pod_id", BIGINT), ("node_id", BIGINT), ("namespace", _V), ("deployment", _V)),
     ),
+    # Raw samples only (no rollups): container series reach back RETENTION_RAW_DAYS.
     Entity("container", ("container_id",), "metrics_containersample", ("pod",)),
 )
 ENTITY = {e.name: e for e in ENTITIES}
@@ -243,6 +244,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("memory_working_set_max_bytes", "bytes", "Largest single sample in the bucket (of one pod, for groups).", LARGEST, ("memory_working_set_max_bytes",), ALL),
     Metric("disk_read_bytes_per_second", "bytes/s", "Bytes read per second.", RATE, ("disk_read_bytes",), ALL, sample_field="disk_read_bytes"),
     Metric("disk_write_bytes_per_second", "bytes/s", "Bytes written per second.", RATE, ("disk_write_bytes",), ALL, sample_field="disk_write_bytes"),
+    # A container shares its pod's network namespace: network is counted on the pod only.
     Metric("net_rx_bytes_per_second", "bytes/s", "Bytes received per second (null for containers: counted on the pod).", RATE, ("net_rx_bytes",), NODE_LEVEL | POD_LEVEL, sample_field="net_rx_bytes"),
     Metric("net_tx_bytes_per_second", "bytes/s", "Bytes sent per second (null for containers: counted on the pod).", RATE, ("net_tx_bytes",), NODE_LEVEL | POD_LEVEL, sample_field="net_tx_bytes"),
     Metric("cpu_limit_millicores", "millicores", "CPU limit; for groups the sum over pods that have one.", RATE, ("cpu_limit_core_seconds",), LIMITED, 1000.0),
