@@ -466,11 +466,11 @@ def point_from_sums(
 
 
 def _metric_value(metric: catalogue.Metric, sums: dict[str, Any], divisor: float) -> float | int | None:
-    value = sums.get(metric.columns[0])
+    value = sums.get(metric.columns[0].name)
     if metric.point == catalogue.RATE:
         return _div(value, divisor, metric.scale)
     if metric.point == catalogue.RATIO:
-        return _div(value, sums.get(metric.columns[1]), metric.scale)
+        return _div(value, sums.get(metric.columns[1].name), metric.scale)
     if value is None:
         return None
     if metric.point == catalogue.TOTAL:
