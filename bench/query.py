@@ -1,6 +1,6 @@
 """Read benchmark: namespace and Deployment series over 1 h, 24 h and 7 d, from rollups and raw.
 
-    python bench/query.py [--database km_bench_query] [--reps 50] [--raw-reps 10] [--fresh]
+    python bench/query.py [--database km_bench_query] [--reps 50] [--raw-reps 10] [--fresh] [--days 7]
 
 1. Loads 7 days of 10 s samples for 500 pods (10 namespaces, 5 Deployments of 9 pods each per
    namespace, plus 5 standalone pods per namespace, on 20 nodes) and their nodes' samples into
@@ -247,16 +247,20 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
+    global DAYS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database", default="km_bench_query")
     parser.add_argument("--reps", type=int, default=50, help="repetitions per rollup case")
     parser.add_argument("--raw-reps", type=int, default=10, help="repetitions per raw case")
     parser.add_argument("--raw-budget", type=float, default=120.0, help="seconds at most per raw case")
     parser.add_argument("--fresh", action="store_true", help="drop the database and load again")
+    parser.add_argument("--days", type=int, default=DAYS,
+                        help="days of data to load (fewer loads quicker; the 7 d cases then read what there is)")
     parser.add_argument("--skip-refresh", action="store_true")
     parser.add_argument("--tiny", action="store_true",
                         help="a few seconds' smoke run: 2 pods x 1 hour, 3 repetitions (checks the bench still runs)")
     args = parser.parse_args()
+    DAYS = args.days
     if args.tiny:
         tiny()
         args.reps, args.raw_reps = 3, 2

@@ -1,4 +1,4 @@
-"""Time series and latest usage for nodes, pods, namespaces and Deployments.
+"""Time series and latest usage for the cluster, nodes, pods, containers, namespaces and Deployments.
 
 Every query reads either the raw sample tables or the rollup relations
 `metrics_rollup_<entity>_<1m|1h>`, which have the same names and columns in every storage tier
@@ -8,6 +8,8 @@ Both sources are reduced to the same set of sums per output bucket (the rollup c
 function turns sums into a point. That keeps raw and rollup answers identical by construction:
 a namespace's CPU over a bucket is the sum of its pods' CPU-seconds divided by the bucket's
 length; a single pod's or node's is divided by the seconds it reported (its time-weighted average).
+The sums, the point fields and how each is computed come from the metric catalogue
+(metrics/catalogue.py); nothing here names a metric except the capacities pods take from their node.
 """
 
 from __future__ import annotations
@@ -464,11 +466,11 @@ def point_from_sums(
 
 
 def _metric_value(metric: catalogue.Metric, sums: dict[str, Any], divisor: float) -> float | int | None:
-    value = sums.get(metric.columns[0])
+    value = sums.get(metric.columns[0].name)
     if metric.point == catalogue.RATE:
         return _div(value, divisor, metric.scale)
     if metric.point == catalogue.RATIO:
-        return _div(value, sums.get(metric.columns[1]), metric.scale)
+        return _div(value, sums.get(metric.columns[1].name), metric.scale)
     if value is None:
         return None
     if metric.point == catalogue.TOTAL:
