@@ -14,6 +14,7 @@ The sums, the point fields and how each is computed come from the metric catalog
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
@@ -65,9 +66,22 @@ _RAW_TABLE = {e.name: e.source for e in catalogue.ENTITIES}
 _KEY_COLUMNS: dict[str, tuple[str, ...]] = {e.name: e.keys for e in catalogue.ENTITIES}
 
 
-def _columns(kind: str) -> tuple[catalogue.Column, ...]:
-    """The catalogue's sums of a kind (its rollup columns; raw reads compute the same)."""
-    return catalogue.columns_of(kind)
+# Point fields a caller asked for (None: all): reads then compute only the sums those need.
+Fields = tuple[str, ...] | None
+
+
+@functools.cache
+def _columns(kind: str, fields: Fields = None) -> tuple[catalogue.Column, ...]:
+    """The catalogue's sums of a kind (its rollup columns; raw reads compute the same), or those
+    the metrics in `fields` read."""
+    every = catalogue.columns_of(kind)
+    if fields is None:
+        return every
+    wanted = {c.name for c in catalogue.BASE_COLUMNS}
+    for metric in catalogue.metrics_of(kind):
+        if metric.name in fields:
+            wanted.update(c.name for c in metric.columns)
+    return tuple(c for c in every if c.name in wanted)
 
 
 class SeriesError(ValueError):
@@ -228,7 +242,9 @@ def _where(entity: Entity) -> tuple[str, list[Any]]:
     return " AND ".join([f"{c} = %s" for c in cols] or ["TRUE"]), list(entity.key)
 
 
-def _raw_spread_sql(kind: str, where: str, group: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
+def _raw_spread_sql(
+    kind: str, where: str, group: tuple[str, ...] = (), fields: Fields = None
+) -> tuple[str, tuple[str, ...]]:
     """Raw samples spread over the step buckets their intervals overlap, and the output's sum
     names (after `b` and the `group` columns).
 
@@ -241,7 +257,7 @@ def _raw_spread_sql(kind: str, where: str, group: tuple[str, ...] = ()) -> tuple
     that is not a multiple of the sampling interval still sums exactly. `group` adds key columns
     to the output, one row per bucket and key.
     """
-    columns = _columns(kind)
+    columns = _columns(kind, fields)
     aggregates = ", ".join(f"{c.spread()} AS {c.name}" for c in columns)
     keys = "".join(f", {c}" for c in group)
     names = (*(c.name for c in columns), *MAX_COLUMNS)
@@ -277,10 +293,12 @@ def _rollup_sql(entity: Entity, resolution: str) -> tuple[str, list[Any]]:
     return _rollup_select(entity.kind, resolution, where), params
 
 
-def _rollup_select(kind: str, resolution: str, where: str, group: tuple[str, ...] = ()) -> str:
+def _rollup_select(
+    kind: str, resolution: str, where: str, group: tuple[str, ...] = (), fields: Fields = None
+) -> str:
     """Rollup rows summed into step buckets; parameters: step, epoch, the key values of `where`,
     window start, window end."""
-    parts = [f"({c.rollup_from_finer()})::float8 AS {c.name}" for c in _columns(kind)]
+    parts = [f"({c.rollup_from_finer()})::float8 AS {c.name}" for c in _columns(kind, fields)]
     # Rollup buckets are at least a minute, longer than any sample interval.
     parts.append("NULL::float8 AS max_interval_seconds")
     keys = "".join(f", {c}" for c in group)
@@ -292,8 +310,8 @@ def _rollup_select(kind: str, resolution: str, where: str, group: tuple[str, ...
     )
 
 
-def _rollup_names(kind: str) -> tuple[str, ...]:
-    return (*(c.name for c in _columns(kind)), *MAX_COLUMNS)
+def _rollup_names(kind: str, fields: Fields = None) -> tuple[str, ...]:
+    return (*(c.name for c in _columns(kind, fields)), *MAX_COLUMNS)
 
 
 def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ...]]:
@@ -302,6 +320,9 @@ def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ..
         # branch, so even a 60-row read passes jit_above_cost; compiling it took 7 s of a 7.2 s
         # query on the benchmark data (EXPLAIN ANALYZE, bench/query.py). Reads here are short.
         cursor.execute("SET LOCAL jit = off")
+        # Re-bucketing a day of 1m rows of 50 Deployments sorts 72,000 rows of ~35 sums (10 MB):
+        # at the default 4 MB that sort went to disk (EXPLAIN ANALYZE, bench/query.py).
+        cursor.execute("SET LOCAL work_mem = '32MB'")
         if not parallel:
             # Starting parallel workers for the views' real-time branch, which returns a minute
             # of data, cost 30-100 ms on a busy 2-core machine.
@@ -438,8 +459,10 @@ def point_from_sums(
     *,
     divisor: float | None = None,
     coverage: float | None = None,
+    fields: Fields = None,
 ) -> dict[str, Any]:
-    """One point from a bucket's sums; `seconds` is the bucket's length.
+    """One point from a bucket's sums; `seconds` is the bucket's length (`fields`: only these
+    metrics are computed, the others stay null).
 
     A pod or node reads its time-weighted average over the seconds it reported, and its coverage
     is that share of the bucket. A namespace or Deployment is a sum over pods, divided by the
@@ -458,24 +481,37 @@ def point_from_sums(
         divisor = sums["covered_seconds"]
         if coverage is None and divisor:
             point["coverage"] = min(1.0, divisor / seconds)
-    for metric in catalogue.metrics_of(entity.kind):
-        point[metric.name] = _metric_value(metric, sums, divisor)
+    # The loop runs once per metric per point (300,000 times for 50 series of a day): plain
+    # tuples, no calls.
+    for name, how, first, second, scale in _rules(entity.kind, fields):
+        value = sums.get(first)
+        if value is None:
+            continue
+        if how == _RATE:
+            point[name] = value * scale / divisor if divisor else None
+        elif how == _RATIO:
+            below = sums.get(second)
+            point[name] = value * scale / below if below else None
+        elif how == _TOTAL:
+            point[name] = int(round(value))
+        else:
+            point[name] = float(value)
     if entity.kind not in NODE_KINDS:
         _capacity_from_node(point, entity)
     return point
 
 
-def _metric_value(metric: catalogue.Metric, sums: dict[str, Any], divisor: float) -> float | int | None:
-    value = sums.get(metric.columns[0].name)
-    if metric.point == catalogue.RATE:
-        return _div(value, divisor, metric.scale)
-    if metric.point == catalogue.RATIO:
-        return _div(value, sums.get(metric.columns[1].name), metric.scale)
-    if value is None:
-        return None
-    if metric.point == catalogue.TOTAL:
-        return int(round(value))
-    return float(value)
+_RATE, _RATIO, _TOTAL = catalogue.RATE, catalogue.RATIO, catalogue.TOTAL
+
+
+@functools.cache
+def _rules(kind: str, fields: Fields = None) -> tuple[tuple[str, str, str, str, float], ...]:
+    """Per metric of a kind (in `fields`): (field, how, column, second column or "", scale)."""
+    return tuple(
+        (m.name, m.point, m.columns[0].name, m.columns[-1].name if len(m.columns) > 1 else "", m.scale)
+        for m in catalogue.metrics_of(kind)
+        if fields is None or m.name in fields
+    )
 
 
 def _capacity_from_node(point: dict[str, Any], entity: Entity) -> None:
@@ -509,16 +545,22 @@ def _points(
     covered: dict[datetime, tuple[float, int]],
     node_count: int,
     now: datetime,
+    fields: Fields = None,
 ) -> list[dict[str, Any]]:
-    """One point per bucket of the window from its sums (and, for groups, its nodes' coverage)."""
+    """One point per bucket of the window from its sums (and, for groups, its nodes' coverage);
+    with `fields`, points carry only those, `time` and `coverage`."""
     step = timedelta(seconds=window.step)
     points = []
     bucket = window.start
+    keep = ("time", "coverage", *fields) if fields is not None else None
     while bucket < window.end:
         if entity.kind in AGGREGATE_KINDS:
-            points.append(_group_point(entity, bucket, window.step, sums.get(bucket), covered.get(bucket), node_count, now))
+            point = _group_point(
+                entity, bucket, window.step, sums.get(bucket), covered.get(bucket), node_count, now, fields
+            )
         else:
-            points.append(point_from_sums(entity, bucket, float(window.step), sums.get(bucket)))
+            point = point_from_sums(entity, bucket, float(window.step), sums.get(bucket), fields=fields)
+        points.append(point if keep is None else {k: point[k] for k in keep})
         bucket += step
     return points
 
@@ -531,6 +573,7 @@ def _group_point(
     covered: tuple[float, int] | None,
     node_count: int,
     now: datetime,
+    fields: Fields = None,
 ) -> dict[str, Any]:
     if covered and covered[1]:
         seconds, reporting = covered
@@ -538,11 +581,11 @@ def _group_point(
         # cadence, and a node silent for the whole bucket lowers coverage, not the rate.
         divisor = seconds / reporting
         coverage = min(1.0, seconds / (max(node_count, reporting) * step))
-        return point_from_sums(entity, bucket, float(step), sums, divisor=divisor, coverage=coverage)
+        return point_from_sums(entity, bucket, float(step), sums, divisor=divisor, coverage=coverage, fields=fields)
     # No node samples (data written without its node's, as some tests and old data do): the
     # bucket's elapsed part, and an unknown coverage.
     elapsed = min(step, max((now - bucket).total_seconds(), 1.0))
-    point = point_from_sums(entity, bucket, float(step), sums, divisor=elapsed)
+    point = point_from_sums(entity, bucket, float(step), sums, divisor=elapsed, fields=fields)
     if sums and sums.get("samples"):
         point["coverage"] = None
     else:
@@ -699,11 +742,12 @@ def _where_many(kind: str, keys: list[tuple[Any, ...]]) -> tuple[str, list[Any]]
 
 
 def series_many(
-    entities: list[Entity], window: Window, now: datetime | None = None
+    entities: list[Entity], window: Window, now: datetime | None = None, fields: Fields = None
 ) -> list[list[dict[str, Any]]]:
     """The series of many entities of one kind, in their order, with a fixed number of queries
     (one for the sums, and for namespaces and Deployments one for their nodes and one for those
-    nodes' coverage), whatever their number. Each equals series() of that entity."""
+    nodes' coverage), whatever their number. Each equals series() of that entity. `fields`
+    (point field names) limits the sums read and the points to those fields."""
     if not entities:
         return []
     kind = entities[0].kind
@@ -714,11 +758,11 @@ def series_many(
     keys = [e.key for e in entities]
     where, key_params = _where_many(kind, keys)
     if window.source == "raw":
-        sql, names = _raw_spread_sql(kind, where, group=cols)
+        sql, names = _raw_spread_sql(kind, where, group=cols, fields=fields)
         params = [window.step, EPOCH, *key_params, window.start - MAX_INTERVAL, window.end, window.start, window.end]
     else:
-        sql = _rollup_select(kind, window.source, where, group=cols)
-        names = _rollup_names(kind)
+        sql = _rollup_select(kind, window.source, where, group=cols, fields=fields)
+        names = _rollup_names(kind, fields)
         params = [window.step, EPOCH, *key_params, window.start, window.end]
     sums: dict[tuple[Any, ...], dict[datetime, dict[str, Any]]] = {}
     for row in _fetch(sql, params, parallel=window.source == "raw"):
@@ -735,7 +779,7 @@ def series_many(
         key = tuple(entity.key)
         nodes = nodes_of.get(key, set())
         covered = _sum_coverage(per_node, nodes) if kind in AGGREGATE_KINDS else {}
-        result.append(_points(entity, window, sums.get(key, {}), covered, len(nodes), now))
+        result.append(_points(entity, window, sums.get(key, {}), covered, len(nodes), now, fields))
     return result
 
 
