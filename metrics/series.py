@@ -421,6 +421,18 @@ def _sum_coverage(
     return result
 
 
+def _sum_node_coverage(
+    by_node: dict[int, list[tuple[datetime, float]]], nodes: frozenset[int]
+) -> dict[datetime, tuple[float, int]]:
+    """_sum_coverage from coverage indexed by node (series_many: one pass per node set)."""
+    result: dict[datetime, tuple[float, int]] = {}
+    for node in nodes:
+        for bucket, seconds in by_node.get(node, ()):
+            total, count = result.get(bucket, (0.0, 0))
+            result[bucket] = (total + seconds, count + 1)
+    return result
+
+
 @dataclass(frozen=True)
 class PointField:
     """One field of a series point (and of `usage`): its unit and meaning, defined once here; the
@@ -470,7 +482,7 @@ def point_from_sums(
     or a collector gap reads the true rate, and `coverage` says which share of the bucket its
     nodes reported.
     """
-    point: dict[str, Any] = dict.fromkeys(POINT_FIELDS)
+    point: dict[str, Any] = dict.fromkeys(POINT_FIELDS if fields is None else _point_keys(fields))
     point["time"] = bucket
     point["coverage"] = coverage
     if not sums or not sums.get("samples"):
@@ -496,9 +508,14 @@ def point_from_sums(
             point[name] = int(round(value))
         else:
             point[name] = float(value)
-    if entity.kind not in NODE_KINDS:
+    if entity.kind not in NODE_KINDS and (entity.cpu_capacity_cores or entity.memory_capacity_bytes):
         _capacity_from_node(point, entity)
     return point
+
+
+@functools.cache
+def _point_keys(fields: tuple[str, ...]) -> tuple[str, ...]:
+    return ("time", "coverage", *fields)
 
 
 _RATE, _RATIO, _TOTAL = catalogue.RATE, catalogue.RATIO, catalogue.TOTAL
@@ -515,15 +532,20 @@ def _rules(kind: str, fields: Fields = None) -> tuple[tuple[str, str, str, str, 
 
 
 def _capacity_from_node(point: dict[str, Any], entity: Entity) -> None:
-    # A pod's share of its node, from the node's current capacity in the inventory.
+    # A pod's share of its node, from the node's current capacity in the inventory (only into
+    # the fields the point has: a caller may have asked for some).
+    values: dict[str, Any] = {}
     if entity.cpu_capacity_cores:
-        point["cpu_capacity_millicores"] = entity.cpu_capacity_cores * 1000.0
-        point["cpu_percent_of_capacity"] = _div(point["cpu_millicores"], point["cpu_capacity_millicores"], 100.0)
+        values["cpu_capacity_millicores"] = entity.cpu_capacity_cores * 1000.0
+        values["cpu_percent_of_capacity"] = _div(point.get("cpu_millicores"), values["cpu_capacity_millicores"], 100.0)
     if entity.memory_capacity_bytes:
-        point["memory_capacity_bytes"] = float(entity.memory_capacity_bytes)
-        point["memory_percent_of_capacity"] = _div(
-            point["memory_working_set_bytes"], point["memory_capacity_bytes"], 100.0
+        values["memory_capacity_bytes"] = float(entity.memory_capacity_bytes)
+        values["memory_percent_of_capacity"] = _div(
+            point.get("memory_working_set_bytes"), values["memory_capacity_bytes"], 100.0
         )
+    for name, value in values.items():
+        if name in point:
+            point[name] = value
 
 
 def series(entity: Entity, window: Window, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -552,7 +574,6 @@ def _points(
     step = timedelta(seconds=window.step)
     points = []
     bucket = window.start
-    keep = ("time", "coverage", *fields) if fields is not None else None
     while bucket < window.end:
         if entity.kind in AGGREGATE_KINDS:
             point = _group_point(
@@ -560,7 +581,7 @@ def _points(
             )
         else:
             point = point_from_sums(entity, bucket, float(window.step), sums.get(bucket), fields=fields)
-        points.append(point if keep is None else {k: point[k] for k in keep})
+        points.append(point)
         bucket += step
     return points
 
@@ -766,8 +787,8 @@ def series_many(
         params = [window.step, EPOCH, *key_params, window.start, window.end]
     sums: dict[tuple[Any, ...], dict[datetime, dict[str, Any]]] = {}
     for row in _fetch(sql, params, parallel=window.source == "raw"):
-        values: dict[str, Any] = dict.fromkeys(SUM_NAMES)
-        values.update(zip(names, row[1 + len(cols):]))
+        # Sums an entity lacks are simply absent: point_from_sums reads them with get().
+        values = dict(zip(names, row[1 + len(cols):]))
         sums.setdefault(tuple(row[1 : 1 + len(cols)]), {})[row[0]] = values
     nodes_of: dict[tuple[Any, ...], set[int]] = {}
     per_node: dict[tuple[int, datetime], float] = {}
@@ -775,10 +796,20 @@ def series_many(
         nodes_of = _group_nodes_in(kind, keys, window)
         per_node = node_coverage_by_node(sorted({n for ns in nodes_of.values() for n in ns}), window)
     result = []
+    # Many groups share their nodes (every Deployment spread over the same few): sum once per set.
+    coverage_of: dict[frozenset[int], dict[datetime, tuple[float, int]]] = {}
+    by_node: dict[int, list[tuple[datetime, float]]] = {}
+    for (node, bucket), seconds in per_node.items():
+        by_node.setdefault(node, []).append((bucket, seconds))
     for entity in entities:
         key = tuple(entity.key)
         nodes = nodes_of.get(key, set())
-        covered = _sum_coverage(per_node, nodes) if kind in AGGREGATE_KINDS else {}
+        covered: dict[datetime, tuple[float, int]] = {}
+        if kind in AGGREGATE_KINDS:
+            node_set = frozenset(nodes)
+            if node_set not in coverage_of:
+                coverage_of[node_set] = _sum_node_coverage(by_node, node_set)
+            covered = coverage_of[node_set]
         result.append(_points(entity, window, sums.get(key, {}), covered, len(nodes), now, fields))
     return result
 
