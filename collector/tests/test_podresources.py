@@ -115,6 +115,24 @@ def test_a_node_without_the_socket_reads_nothing_and_never_imports_grpc(
     assert podresources.read_allocations(str(tmp_path / "kubelet.sock")) is None
 
 
+def test_a_socket_without_grpcio_installed_fails_the_source_with_the_reason(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket as sockets
+
+    path = short_dir / "kubelet.sock"
+    listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    listener.bind(str(path))
+    try:
+        monkeypatch.setitem(sys.modules, "grpc", None)
+        sources = Sources()
+        assert sources.run("podresources", podresources.read_allocations, str(path), 0.5) is None
+    finally:
+        listener.close()
+    status = sources.status["podresources"]
+    assert status["ok"] is False and "grpc" in status["error"]
+
+
 def test_a_plain_file_where_the_socket_should_be_is_no_socket(tmp_path: Path) -> None:
     (tmp_path / "kubelet.sock").write_text("")
     assert podresources.read_allocations(str(tmp_path / "kubelet.sock")) is None
