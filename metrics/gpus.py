@@ -74,7 +74,7 @@ def device_series(device_ids: list[int], window: Window) -> dict[int, list[dict[
     if not device_ids:
         return {}
     entities = [series.Entity(KIND, (device_id,)) for device_id in device_ids]
-    found = series.series_many(entities, window)
+    found = series.series_many(entities, window, fields=FIELDS)
     return {
         device_id: [_only_device_fields(p) for p in points]
         for device_id, points in zip(device_ids, found)

@@ -214,6 +214,14 @@ class GpuSource:
         self._energy: dict[str, tuple[int, float]] = {}
         # Said once per reason at debug level, so a GPU-less node logs nothing at info.
         self._said: set[str] = set()
+        self._warned: set[str] = set()
+
+    def _warn_once(self, message: str, *args: Any) -> None:
+        """A failing device or query says so once, not every cycle (then at debug level)."""
+        text = message % args
+        level = logging.DEBUG if text in self._warned else logging.WARNING
+        self._warned.add(text)
+        log.log(level, text)
 
     def _debug_once(self, reason: str) -> None:
         if reason not in self._said:
@@ -261,7 +269,7 @@ class GpuSource:
                     found += self._read_mig_instances(nvml, handle, device)
             except nvml.NVMLError as error:
                 # A lost or resetting GPU must not hide the others.
-                log.warning("gpu: device %d skipped: %s", index, error)
+                self._warn_once("gpu: device %d skipped: %s", index, error)
                 continue
             for d, ps in found:
                 devices.append(d)
@@ -386,7 +394,7 @@ class GpuSource:
                 self._last_seen_us[uuid] = max(since, int(self._clock() * 1e6))
                 return {}
             if _code(error) not in (NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_FUNCTION_NOT_FOUND):
-                log.warning("gpu: process utilisation of %s unavailable: %s", uuid, error)
+                self._warn_once("gpu: process utilisation of %s unavailable: %s", uuid, error)
             return None
         sums: dict[int, list[float]] = {}
         newest = since

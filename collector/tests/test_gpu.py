@@ -535,3 +535,14 @@ def test_the_fake_nvml_samples_match_the_installed_pynvml() -> None:
                      "nvmlDeviceGetPowerUsage", "nvmlDeviceGetTotalEnergyConsumption",
                      "nvmlSystemGetDriverVersion"):
         assert callable(getattr(pynvml, function)), function
+
+
+def test_a_lost_gpu_is_said_once_in_the_log_not_every_cycle(roots: Roots, caplog: pytest.LogCaptureFixture) -> None:
+    devices = two_a100s()
+    devices[0].errors["nvmlDeviceGetUUID"] = fake_nvml.NVML_ERROR_GPU_IS_LOST
+    source = gpu.GpuSource(roots, nvml=FakeNvml(devices))
+    for _ in range(3):
+        reading = source.read()
+        assert reading is not None and [d.index for d in reading.devices] == [1]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == ["gpu: device 0 skipped: GPU is lost"]

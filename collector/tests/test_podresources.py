@@ -115,6 +115,24 @@ def test_a_node_without_the_socket_reads_nothing_and_never_imports_grpc(
     assert podresources.read_allocations(str(tmp_path / "kubelet.sock")) is None
 
 
+def test_a_socket_without_grpcio_installed_fails_the_source_with_the_reason(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket as sockets
+
+    path = short_dir / "kubelet.sock"
+    listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    listener.bind(str(path))
+    try:
+        monkeypatch.setitem(sys.modules, "grpc", None)
+        sources = Sources()
+        assert sources.run("podresources", podresources.read_allocations, str(path), 0.5) is None
+    finally:
+        listener.close()
+    status = sources.status["podresources"]
+    assert status["ok"] is False and "grpc" in status["error"]
+
+
 def test_a_plain_file_where_the_socket_should_be_is_no_socket(tmp_path: Path) -> None:
     (tmp_path / "kubelet.sock").write_text("")
     assert podresources.read_allocations(str(tmp_path / "kubelet.sock")) is None
@@ -255,3 +273,54 @@ def test_the_committed_stubs_are_what_the_script_generates_from_the_proto(tmp_pa
     for name in ("api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py"):
         assert (copy / "collector" / "podresources" / name).read_text() == \
             (repo / "collector" / "podresources" / name).read_text(), name
+
+
+def _captured_node_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, socket: Path) -> dict[str, Any]:
+    """One batch of the captured cgroup v1 node with one GPU the web pod's app (pid 26081) uses."""
+    import dataclasses
+
+    from collector.delta import build_batch
+    from collector.snapshot import Collector
+    from collector.sources import gpu
+    from collector.tests.fake_nvml import FakeDevice, FakeNvml
+    from collector.tests.fixture_node import FIXTURES, FixtureNode
+
+    device = FakeDevice(uuid=H100_0, name="NVIDIA H100 80GB HBM3", memory_total=81559 * 2**20,
+                        memory_used=9 * 2**30, gpu_util=35, memory_util=10, compute=[(26081, 8 * 2**30)])
+    monkeypatch.setattr(gpu, "load_nvml", lambda: FakeNvml([device]))
+    monkeypatch.setattr(gpu, "_SOURCES", {})
+    node = FixtureNode(tmp_path / "node", monkeypatch)
+    node.roots = dataclasses.replace(node.roots, pod_resources_socket=str(socket))
+    node.collector = Collector(node.roots, gpu=True)
+    first = node.take(FIXTURES / "v1-cgroupfs" / "t0", 1_795_000_000.0)
+    second = node.take(FIXTURES / "v1-cgroupfs" / "t1", 1_795_000_010.0)
+    return build_batch(first, second, "worker-1", lambda uid: None, 10.0)
+
+
+def test_a_node_without_the_kubelet_socket_reports_gpus_from_processes_and_no_source_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = _captured_node_batch(tmp_path, monkeypatch, tmp_path / "no-such.sock")
+
+    sources = batch["collector"]["sources"]
+    assert sources["gpu"]["ok"] is True and "podresources" not in sources
+    (device,) = batch["gpus"]
+    assert device["uuid"] == H100_0 and device["utilization_percent"] == 35.0
+    assert [(p["uid"], p["allocated"], p["memory_bytes"]) for p in device["pods"]] == [
+        ("051f3a5c-0d5c-411e-bd16-bd0dc14f6bb7", False, 8 * 2**30)]
+
+
+def test_a_dead_kubelet_socket_fails_its_source_but_not_the_cycle(
+    short_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket as sockets
+
+    path = short_dir / "kubelet.sock"
+    listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.close()
+
+    batch = _captured_node_batch(tmp_path, monkeypatch, path)
+
+    assert batch["collector"]["sources"]["podresources"]["ok"] is False
+    assert batch["pods"] and batch["gpus"][0]["pods"][0]["memory_bytes"] == 8 * 2**30

@@ -130,6 +130,7 @@ class GpuSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request else path
 
+    @extend_schema_field(OpenApiTypes.BOOL)
     def get_mig_instance(self, obj: GpuDevice) -> bool:
         return bool(obj.parent_uuid)
 
@@ -229,7 +230,7 @@ class GpuListViewSet(ListMixin, ReadViewSet):
 @extend_schema_view(
     list=extend_schema(
         summary="Every GPU and MIG instance: node, model, memory, the pod on it, newest usage",
-        parameters=[OpenApiParameter("window", OpenApiTypes.INT, description="Add a series per device.")],
+        parameters=SERIES_PARAMETERS,
     ),
     retrieve=extend_schema(
         summary="A GPU by UUID, with a series when window or start is given",
@@ -238,6 +239,9 @@ class GpuListViewSet(ListMixin, ReadViewSet):
     ),
 )
 class GpuViewSet(RetrieveMixin, GpuListViewSet):
+    """Every GPU and MIG instance the collectors report, with the pod holding it (allocated by
+    the kubelet or running on it), its newest usage and, with window or start, its series."""
+
     lookup_value_regex = NAME_REGEX
 
 
@@ -249,5 +253,5 @@ class GpuViewSet(RetrieveMixin, GpuListViewSet):
     ),
 )
 class NodeGpuViewSet(GpuListViewSet):
-    pass
+    """The GPUs of one node; with window or start each device has its series (one query for all)."""
 
