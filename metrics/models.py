@@ -266,3 +266,10 @@ class ContainerSample(SampleBase):
             models.Index(fields=["pod", "-time"], name="containersample_pod_time"),
             models.Index(fields=["-time"], name="containersample_time"),
         ]
+
+
+# Alerting's models live in their own module (metrics/alerts/models.py); importing them here is
+# how Django finds them in the `metrics` app.
+from metrics.alerts.models import (  # noqa: E402,F401
+    AlertInstance, AlertRule, DeliveryAttempt, Notification, NotificationGroup, Receiver, Silence,
+)

@@ -1,0 +1,291 @@
+"""What a rule can watch: each metric is one set-based SQL query over the stored data that
+returns every entity's value at once (never one query per entity).
+
+A query returns rows of (namespace, deployment, pod, node, reason, value); the columns a level
+does not have are NULL. Sample-based metrics read the rule's window of raw samples; inventory-based
+ones (phase, readiness, container states, nodes not reporting) read the inventory as it is now.
+Metrics whose data kubemonitor does not store yet say so in `needs` and are never evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+# Pods whose inventory row was refreshed within this long are current. Pod.last_seen is kept fresh
+# to within a minute by ingest; two more minutes allow for slow collectors and late batches.
+LIVE_POD = timedelta(minutes=3)
+# Nodes silent for longer than this are taken as removed from the cluster, not as "not reporting"
+# (delete the node in the admin to stop an alert sooner).
+FORGOTTEN_NODE = timedelta(days=1)
+# Waiting reasons that are a normal step of starting, not a problem.
+STARTING_REASONS = ("ContainerCreating", "PodInitializing")
+
+LEVELS = [
+    ("node", "node"), ("pod", "pod"), ("deployment", "Deployment"), ("namespace", "namespace"),
+    ("cluster", "cluster"), ("gpu", "GPU"), ("model_server", "model server"),
+]
+COMPARISONS = [(">", ">"), (">=", ">="), ("<", "<"), ("<=", "<="), ("==", "=="), ("!=", "!=")]
+
+OUTPUT = ("namespace", "deployment", "pod", "node", "reason", "value")
+
+
+@dataclass(frozen=True)
+class Query:
+    since: datetime  # now - the rule's window
+    now: datetime
+    level: str
+    namespace: str = ""
+    deployment: str = ""
+    node: str = ""
+    pod_labels: dict[str, str] | None = None
+
+
+Builder = Callable[[Query], tuple[str, list[Any]]]
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    levels: tuple[str, ...]
+    build: Builder | None = None
+    # Set while the data does not exist in kubemonitor: rules can be saved, never evaluated.
+    needs: str = ""
+
+
+# --- pieces ---------------------------------------------------------------------------------------
+
+# Pod-level groups: (select list, group by). Samples carry namespace and Deployment (copied from
+# the pod); the pod's name and labels come from the inventory, the node from the sample.
+_POD_GROUPS = {
+    "pod": ("p.namespace, p.deployment, p.name, n.name, NULL::text", "p.id, p.namespace, p.deployment, p.name, n.name"),
+    "deployment": ("s.namespace, s.deployment, NULL::text, NULL::text, NULL::text", "s.namespace, s.deployment"),
+    "namespace": ("s.namespace, NULL::text, NULL::text, NULL::text, NULL::text", "s.namespace"),
+    "node": ("NULL::text, NULL::text, NULL::text, n.name, NULL::text", "n.name"),
+    "cluster": ("NULL::text, NULL::text, NULL::text, NULL::text, NULL::text", ""),
+}
+
+
+def _pod_filters(q: Query, alias: str = "s") -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if q.namespace:
+        where.append(f"{alias}.namespace = %s")
+        params.append(q.namespace)
+    if q.deployment:
+        where.append(f"{alias}.deployment = %s")
+        params.append(q.deployment)
+    if q.node:
+        where.append("n.name = %s")
+        params.append(q.node)
+    if q.pod_labels:
+        where.append("p.labels @> %s::jsonb")
+        params.append(json.dumps(q.pod_labels))
+    if q.level == "deployment":
+        where.append(f"{alias}.deployment IS NOT NULL")
+    return where, params
+
+
+def _pod_samples(value: str, table: str = "metrics_podsample") -> Builder:
+    """A ratio or average over the window's pod samples, per pod or summed over a group."""
+
+    def build(q: Query) -> tuple[str, list[Any]]:
+        select, group = _POD_GROUPS[q.level]
+        where, params = _pod_filters(q)
+        sql = f"""
+            SELECT {select}, {value} AS value
+            FROM {table} s
+            JOIN metrics_pod p ON p.id = s.pod_id
+            JOIN metrics_node n ON n.id = s.node_id
+            WHERE s.time >= %s AND s.time < %s {"".join(" AND " + w for w in where)}
+            {"GROUP BY " + group if group else ""}
+        """
+        return f"SELECT * FROM ({sql}) v WHERE value IS NOT NULL", [q.since, q.now, *params]
+
+    return build
+
+
+def _node_samples(value: str) -> Builder:
+    def build(q: Query) -> tuple[str, list[Any]]:
+        group = "n.name" if q.level == "node" else ""
+        node = "n.name" if q.level == "node" else "NULL::text"
+        where = " AND n.name = %s" if q.node else ""
+        sql = f"""
+            SELECT NULL::text, NULL::text, NULL::text, {node}, NULL::text, {value} AS value
+            FROM metrics_nodesample s JOIN metrics_node n ON n.id = s.node_id
+            WHERE s.time >= %s AND s.time < %s{where}
+            {"GROUP BY " + group if group else ""}
+        """
+        return f"SELECT * FROM ({sql}) v WHERE value IS NOT NULL", [q.since, q.now, *([q.node] if q.node else [])]
+
+    return build
+
+
+def _by_level(pod: Builder, node: Builder) -> Builder:
+    """Pod samples for pods and their groups; node samples for nodes and the cluster."""
+
+    def build(q: Query) -> tuple[str, list[Any]]:
+        return (node if q.level in ("node", "cluster") else pod)(q)
+
+    return build
+
+
+def _ratio(used: str, of: str) -> str:
+    # Only intervals where both are known count, so the ratio is a true percentage.
+    return (f"100 * sum(CASE WHEN {of} IS NOT NULL THEN {used} END) / "
+            f"NULLIF(sum(CASE WHEN {used} IS NOT NULL THEN {of} END), 0)")
+
+
+def _average(column: str) -> str:
+    return f"sum({column} * s.interval_seconds) / NULLIF(sum(CASE WHEN {column} IS NOT NULL THEN s.interval_seconds END), 0)"
+
+
+def _per_pod_counts(per_pod: str, windows: int) -> Builder:
+    """Counts per pod (a CTE giving pod_id, v, with `windows` pairs of since/now parameters),
+    over current pods, summed per group."""
+
+    def build(q: Query) -> tuple[str, list[Any]]:
+        select, group = _POD_GROUPS[q.level]
+        select = select.replace("s.", "p.")
+        group = group.replace("s.", "p.")
+        where, params = _pod_filters(q, alias="p")
+        sql = f"""
+            WITH per_pod AS ({per_pod})
+            SELECT {select}, sum(per_pod.v)::float8 AS value
+            FROM per_pod
+            JOIN metrics_pod p ON p.id = per_pod.pod_id
+            JOIN metrics_node n ON n.id = p.node_id
+            WHERE p.last_seen >= %s {"".join(" AND " + w for w in where)}
+            {"GROUP BY " + group if group else ""}
+        """
+        return sql, [*[q.since, q.now] * windows, q.now - LIVE_POD, *params]
+
+    return build
+
+
+def _current_pods(condition: str, reason: str = "NULL::text", join: str = "") -> Builder:
+    """Inventory: current pods for which `condition` holds, 1 each, counted per group."""
+
+    def build(q: Query) -> tuple[str, list[Any]]:
+        select, group = _POD_GROUPS[q.level]
+        select = select.replace("s.", "p.")
+        group = group.replace("s.", "p.")
+        if q.level == "pod":
+            select = select.replace("NULL::text", reason)
+            group = f"{group}, {reason}" if reason != "NULL::text" else group
+        where, params = _pod_filters(q, alias="p")
+        sql = f"""
+            SELECT {select}, count(*)::float8 AS value
+            FROM metrics_pod p JOIN metrics_node n ON n.id = p.node_id {join}
+            WHERE p.last_seen >= %s AND {condition} {"".join(" AND " + w for w in where)}
+            {"GROUP BY " + group if group else ""}
+        """
+        return sql, [q.now - LIVE_POD, *params]
+
+    return build
+
+
+def _nodes_not_reporting(q: Query) -> tuple[str, list[Any]]:
+    # The value is the number of the node's intervals missed since its newest batch ended.
+    where = " AND n.name = %s" if q.node else ""
+    sql = f"""
+        SELECT NULL::text, NULL::text, NULL::text, n.name, NULL::text,
+               EXTRACT(EPOCH FROM (%s - n.last_seen))::float8 / COALESCE(NULLIF(n.interval_seconds, 0), 60) AS value
+        FROM metrics_node n
+        WHERE n.last_seen >= %s{where}
+    """
+    return sql, [q.now, q.now - FORGOTTEN_NODE, *([q.node] if q.node else [])]
+
+
+# The cgroup's oom_kill counter and the API's OOMKilled reason can each miss a kill (a counter
+# that restarted with its cgroup; a reason overwritten by the next termination): take the larger.
+_OOM_PER_POD = """
+    SELECT coalesce(a.pod_id, b.pod_id) AS pod_id, GREATEST(coalesce(a.v, 0), coalesce(b.v, 0)) AS v
+    FROM (SELECT pod_id, sum(oom_kills) AS v FROM metrics_podsample
+          WHERE time >= %s AND time < %s AND oom_kills > 0 GROUP BY pod_id) a
+    FULL JOIN (SELECT pod_id, count(*) AS v FROM metrics_container
+               WHERE last_termination_reason = 'OOMKilled'
+                 AND last_termination_time >= %s AND last_termination_time < %s GROUP BY pod_id) b
+    ON a.pod_id = b.pod_id
+"""
+_RESTARTS_PER_POD = """
+    SELECT pod_id, sum(restarts) AS v FROM metrics_containersample
+    WHERE time >= %s AND time < %s AND restarts > 0 GROUP BY pod_id
+"""
+
+_POD_GROUP_LEVELS = ("pod", "deployment", "namespace", "cluster")
+_BAD_PHASES = "p.phase IN ('Pending', 'Failed', 'Unknown')"
+
+METRICS: dict[str, Metric] = {m.key: m for m in [
+    Metric("cpu_percent_of_limit", "CPU % of limit", "%", _POD_GROUP_LEVELS,
+           _pod_samples(_ratio("s.cpu_seconds", "s.cpu_limit_cores * s.interval_seconds"))),
+    Metric("cpu_percent_of_request", "CPU % of request", "%", _POD_GROUP_LEVELS,
+           _pod_samples(_ratio("s.cpu_seconds", "s.cpu_request_cores * s.interval_seconds"))),
+    Metric("cpu_percent_of_node", "CPU % of node capacity", "%", ("pod", "node", "cluster"),
+           _by_level(_pod_samples(_ratio("s.cpu_seconds", "n.cpu_capacity_cores * s.interval_seconds")),
+                     _node_samples(_ratio("s.cpu_seconds", "s.cpu_capacity_cores * s.interval_seconds")))),
+    Metric("memory_percent_of_limit", "Memory % of limit", "%", _POD_GROUP_LEVELS,
+           _pod_samples(_ratio("s.memory_working_set_bytes::float8 * s.interval_seconds",
+                               "s.memory_limit_bytes::float8 * s.interval_seconds"))),
+    Metric("memory_percent_of_request", "Memory % of request", "%", _POD_GROUP_LEVELS,
+           _pod_samples(_ratio("s.memory_working_set_bytes::float8 * s.interval_seconds",
+                               "s.memory_request_bytes::float8 * s.interval_seconds"))),
+    Metric("memory_percent_of_node", "Memory % of node capacity", "%", ("pod", "node", "cluster"),
+           _by_level(_pod_samples(_ratio("s.memory_working_set_bytes::float8 * s.interval_seconds",
+                                         "n.memory_total_bytes::float8 * s.interval_seconds")),
+                     _node_samples(_ratio("s.memory_working_set_bytes::float8 * s.interval_seconds",
+                                          "s.memory_total_bytes::float8 * s.interval_seconds")))),
+    # The stored pod and node values are summed over their GPUs (ingest contract); per-device
+    # utilisation (level "gpu") arrives with the GPU device data.
+    Metric("gpu_utilization_percent", "GPU utilisation %", "%", ("pod", "deployment", "namespace", "node"),
+           _by_level(_pod_samples(_average("s.gpu_utilization_percent")),
+                     _node_samples(_average("s.gpu_utilization_percent")))),
+    Metric("gpu_memory_percent", "GPU memory %", "%", ("gpu", "pod", "node"),
+           needs="GPU device memory totals (per-GPU data, being built on branch gpu)"),
+    Metric("cpu_throttled_percent", "CPU throttled % of periods", "%", _POD_GROUP_LEVELS,
+           _pod_samples("100 * sum(s.cpu_throttled_periods)::float8 / NULLIF(sum(CASE WHEN "
+                        "s.cpu_throttled_periods IS NOT NULL THEN s.cpu_periods END), 0)")),
+    Metric("oom_kills", "OOM kills in the window", "kills", _POD_GROUP_LEVELS, _per_pod_counts(_OOM_PER_POD, 2)),
+    Metric("restarts", "Container restarts in the window", "restarts", _POD_GROUP_LEVELS,
+           _per_pod_counts(_RESTARTS_PER_POD, 1)),
+    Metric("psi_cpu_some_percent", "PSI: CPU some % of time", "%", (*_POD_GROUP_LEVELS, "node"),
+           _by_level(_pod_samples(_ratio("s.psi_cpu_some_seconds", "s.interval_seconds")),
+                     _node_samples(_ratio("s.psi_cpu_some_seconds", "s.interval_seconds")))),
+    Metric("psi_memory_some_percent", "PSI: memory some % of time", "%", (*_POD_GROUP_LEVELS, "node"),
+           _by_level(_pod_samples(_ratio("s.psi_memory_some_seconds", "s.interval_seconds")),
+                     _node_samples(_ratio("s.psi_memory_some_seconds", "s.interval_seconds")))),
+    Metric("psi_io_some_percent", "PSI: IO some % of time", "%", (*_POD_GROUP_LEVELS, "node"),
+           _by_level(_pod_samples(_ratio("s.psi_io_some_seconds", "s.interval_seconds")),
+                     _node_samples(_ratio("s.psi_io_some_seconds", "s.interval_seconds")))),
+    Metric("kv_cache_percent", "KV cache %", "%", ("model_server", "pod"),
+           needs="model-server metrics (vLLM / SGLang, being built on branch serve)"),
+    Metric("ttft_p95_seconds", "Time to first token p95", "s", ("model_server", "pod"),
+           needs="model-server metrics (vLLM / SGLang, being built on branch serve)"),
+    Metric("pod_phase_not_running", "Pod phase not Running (Pending, Failed, Unknown)", "pods",
+           _POD_GROUP_LEVELS, _current_pods(_BAD_PHASES, reason="p.phase")),
+    Metric("pod_not_ready", "Pod not ready", "pods", _POD_GROUP_LEVELS,
+           _current_pods("p.ready = false AND p.phase IS DISTINCT FROM 'Succeeded'")),
+    Metric("containers_waiting", "Containers waiting (CrashLoopBackOff, ImagePullBackOff, ...)", "containers",
+           _POD_GROUP_LEVELS,
+           _current_pods("c.state = 'waiting' AND c.state_reason IS NOT NULL AND c.state_reason NOT IN "
+                         f"({', '.join(repr(r) for r in STARTING_REASONS)})",
+                         reason="c.state_reason", join="JOIN metrics_container c ON c.pod_id = p.id")),
+    Metric("node_not_reporting", "Node not reporting (intervals missed)", "intervals", ("node",),
+           _nodes_not_reporting),
+]}
+
+
+def labels_of(row: tuple[Any, ...]) -> dict[str, str]:
+    """Entity labels from a query row (namespace, deployment, pod, node, reason, value)."""
+    return {name: str(value) for name, value in zip(OUTPUT[:-1], row[:-1]) if value is not None}
+
+
+def compare(value: float, comparison: str, threshold: float) -> bool:
+    return {
+        ">": value > threshold, ">=": value >= threshold, "<": value < threshold,
+        "<=": value <= threshold, "==": value == threshold, "!=": value != threshold,
+    }[comparison]
