@@ -311,3 +311,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
             f"{TOKEN_CACHE_SECONDS:g} s, once each API process's token cache expires.",
             messages.SUCCESS,
         )
+
+
+# Alerting's admin pages live with alerting; importing them here registers them.
+from metrics.alerts import admin as _alerts_admin  # noqa: E402,F401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework.routers import DefaultRouter
 
+from metrics.alerts import api as alerts_api
 from metrics.api import schema, views  # noqa: F401  (schema registers the token scheme)
 from metrics.api.views import NAME_REGEX
 
@@ -35,5 +36,9 @@ router.register(
     basename="deployment-pod",
 )
 router.register("deployments", views.DeploymentViewSet, basename="deployment")
+
+# Alerting (metrics/alerts/api.py).
+router.register("alerts", alerts_api.AlertViewSet, basename="alert")
+router.register("alert-rules", alerts_api.AlertRuleViewSet, basename="alert-rule")
 
 urlpatterns = router.urls

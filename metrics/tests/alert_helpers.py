@@ -95,3 +95,23 @@ class Receiver:
 
     def payloads(self) -> list[Any]:
         return [body for _, _, body in self.bodies]
+
+
+def admin_rows() -> None:
+    """One row of every alerting model (the admin tests open each model's pages)."""
+    from metrics.alerts.models import (
+        AlertRule, DeliveryAttempt, Notification, NotificationGroup, Receiver as ReceiverModel, Silence,
+    )
+
+    rule = AlertRule.objects.create(name="AdminTest", metric="pod_not_ready", threshold=0)
+    node = Node.objects.first() or make_node()
+    pod = Pod.objects.first() or make_pod(node, "admin-test")
+    rule.instances.create(fingerprint="0" * 16, labels={"pod": pod.name}, state="firing", severity="warning",
+                          started_at=BASE, last_true_at=BASE, value=1, peak_value=1)
+    Silence.objects.create(matchers='alertname="AdminTest"', starts_at=BASE, ends_at=BASE + timedelta(hours=1),
+                           author="ops")
+    receiver = ReceiverModel.objects.create(name="admin-test", url="http://127.0.0.1:9/")
+    NotificationGroup.objects.create(receiver=receiver, group_key="{}:{}", created=BASE)
+    notification = Notification.objects.create(receiver=receiver, group_key="{}:{}", payload={}, created=BASE,
+                                               next_attempt_at=BASE, alert_status="firing")
+    DeliveryAttempt.objects.create(notification=notification, time=BASE, error="refused", seconds=0.01)

@@ -7,9 +7,7 @@ import copy
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.test import Client
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from metrics.models import ApiToken, Container, ContainerSample, Node, Pod, PodSample
