@@ -41,6 +41,9 @@ class Query:
     deployment: str = ""
     node: str = ""
     pod_labels: dict[str, str] | None = None
+    # Per-pod sums of the window computed once for every rule of the cycle (see shared_sums):
+    # Ratio -> (table, num column, den column). Without them a rule scans its samples itself.
+    sums: dict[Any, tuple[str, str, str]] | None = None
 
 
 Builder = Callable[[Query], tuple[str, list[Any]]]
@@ -90,32 +93,116 @@ def _pod_filters(q: Query, alias: str = "s") -> tuple[list[str], list[Any]]:
     return where, params
 
 
-def _pod_samples(value: str, table: str = "metrics_podsample") -> Builder:
-    """A ratio or average over the window's pod samples, per pod or summed over a group."""
+@dataclass(frozen=True)
+class Ratio:
+    """scale * sum(num) / sum(den * factor) over the window's samples, per entity or group.
 
-    def build(q: Query) -> tuple[str, list[Any]]:
+    num and den are per-sample SQL on `s` (the sample); factor is SQL on `n` (the sample's node,
+    for "of node capacity"), applied after the per-pod sums so the samples are never joined.
+    Terms count only where both sides are known, so a ratio is a true percentage.
+    """
+
+    num: str
+    den: str
+    factor: str = "1"
+    scale: float = 100.0
+
+
+def ratio(used: str, of: str, factor: str = "1") -> Ratio:
+    return Ratio(f"CASE WHEN ({of}) IS NOT NULL THEN {used} END", f"CASE WHEN ({used}) IS NOT NULL THEN {of} END",
+                 factor)
+
+
+def average(column: str) -> Ratio:
+    return Ratio(f"{column} * s.interval_seconds", f"CASE WHEN {column} IS NOT NULL THEN s.interval_seconds END",
+                 scale=1.0)
+
+
+class _PodSamples:
+    """Two stages: the window's samples summed per pod (one scan, no join), then the pods joined
+    to the inventory for selectors and labels and summed per group."""
+
+    def __init__(self, r: Ratio) -> None:
+        self.ratio = r
+
+    def ratio_for(self, level: str) -> Ratio | None:
+        return self.ratio
+
+    def __call__(self, q: Query) -> tuple[str, list[Any]]:
+        r = self.ratio
         select, group = _POD_GROUPS[q.level]
-        where, params = _pod_filters(q)
+        select, group = select.replace("s.", "p."), group.replace("s.", "p.")
+        where, params = _pod_filters(q, alias="p")
+        shared = (q.sums or {}).get(r)
+        if shared is not None:
+            table, num, den = shared
+            # Pods without samples in this (shorter) window have NULL sums: not an entity here.
+            source = f"(SELECT pod_id, node_id, {num} AS num, {den} AS den FROM {table} WHERE {den} IS NOT NULL)"
+            source_params: list[Any] = []
+        else:
+            pre: list[str] = []
+            source_params = [q.since, q.now]
+            for column in ("namespace", "deployment"):  # also on the samples, to read fewer of them
+                if getattr(q, column):
+                    pre.append(f"s.{column} = %s")
+                    source_params.append(getattr(q, column))
+            source = f"""(
+                SELECT s.pod_id, s.node_id, sum({r.num})::float8 AS num, sum({r.den})::float8 AS den
+                FROM metrics_podsample s
+                WHERE s.time >= %s AND s.time < %s {"".join(" AND " + w for w in pre)}
+                GROUP BY s.pod_id, s.node_id
+            )"""
         sql = f"""
-            SELECT {select}, {value} AS value
-            FROM {table} s
-            JOIN metrics_pod p ON p.id = s.pod_id
-            JOIN metrics_node n ON n.id = s.node_id
-            WHERE s.time >= %s AND s.time < %s {"".join(" AND " + w for w in where)}
+            SELECT {select}, {r.scale} * sum(a.num) / NULLIF(sum(a.den * {r.factor}), 0) AS value
+            FROM {source} a
+            JOIN metrics_pod p ON p.id = a.pod_id
+            JOIN metrics_node n ON n.id = a.node_id
+            {"WHERE " + " AND ".join(where) if where else ""}
             {"GROUP BY " + group if group else ""}
         """
-        return f"SELECT * FROM ({sql}) v WHERE value IS NOT NULL", [q.since, q.now, *params]
-
-    return build
+        return f"SELECT * FROM ({sql}) v WHERE value IS NOT NULL", [*source_params, *params]
 
 
-def _node_samples(value: str) -> Builder:
+def _pod_samples(r: Ratio) -> Builder:
+    return _PodSamples(r)
+
+
+def shared_sums_sql(table: str, terms: list[tuple[Ratio, datetime]]) -> tuple[str, list[Any], list[tuple[str, str]]]:
+    """One scan of the pod samples of the longest window into a temporary table of per-pod sums
+    for each (ratio, since) the cycle's rules use; shorter windows are FILTERs, and a sum two
+    ratios share is computed once. Returns the SQL, its parameters and each term's (num, den)
+    columns."""
+    earliest = min(since for _, since in terms)
+    columns: dict[tuple[str, datetime], str] = {}
+    params: list[Any] = []
+    names: list[tuple[str, str]] = []
+    for r, since in terms:
+        pair = []
+        for expr in (r.num, r.den):
+            if (expr, since) not in columns:
+                columns[(expr, since)] = f"c{len(columns)}"
+                params.append(since)
+            pair.append(columns[(expr, since)])
+        names.append((pair[0], pair[1]))
+    select = ", ".join(f"sum({expr}) FILTER (WHERE s.time >= %s)::float8 AS {name}"
+                       for (expr, _), name in columns.items())
+    sql = f"""
+        CREATE TEMPORARY TABLE {table} ON COMMIT DROP AS
+        SELECT s.pod_id, s.node_id, {select}
+        FROM metrics_podsample s WHERE s.time >= %s AND s.time < %s
+        GROUP BY s.pod_id, s.node_id
+    """
+    return sql, params + [earliest], names
+
+
+def _node_samples(r: Ratio) -> Builder:
     def build(q: Query) -> tuple[str, list[Any]]:
         group = "n.name" if q.level == "node" else ""
         node = "n.name" if q.level == "node" else "NULL::text"
         where = " AND n.name = %s" if q.node else ""
         sql = f"""
-            SELECT NULL::text, NULL::text, NULL::text, {node}, NULL::text, {value} AS value
+            SELECT NULL::text, NULL::text, NULL::text, {node}, NULL::text,
+                   {r.scale} * sum({r.num}) / NULLIF(sum({r.den}), 0) AS value
             FROM metrics_nodesample s JOIN metrics_node n ON n.id = s.node_id
             WHERE s.time >= %s AND s.time < %s{where}
             {"GROUP BY " + group if group else ""}
@@ -125,23 +212,28 @@ def _node_samples(value: str) -> Builder:
     return build
 
 
-def _by_level(pod: Builder, node: Builder) -> Builder:
+class _ByLevel:
     """Pod samples for pods and their groups; node samples for nodes and the cluster."""
 
-    def build(q: Query) -> tuple[str, list[Any]]:
-        return (node if q.level in ("node", "cluster") else pod)(q)
+    def __init__(self, pod: _PodSamples, node: Builder) -> None:
+        self.pod, self.node = pod, node
 
-    return build
+    def ratio_for(self, level: str) -> Ratio | None:
+        return None if level in ("node", "cluster") else self.pod.ratio
 
-
-def _ratio(used: str, of: str) -> str:
-    # Only intervals where both are known count, so the ratio is a true percentage.
-    return (f"100 * sum(CASE WHEN {of} IS NOT NULL THEN {used} END) / "
-            f"NULLIF(sum(CASE WHEN {used} IS NOT NULL THEN {of} END), 0)")
+    def __call__(self, q: Query) -> tuple[str, list[Any]]:
+        return (self.node if q.level in ("node", "cluster") else self.pod)(q)
 
 
-def _average(column: str) -> str:
-    return f"sum({column} * s.interval_seconds) / NULLIF(sum(CASE WHEN {column} IS NOT NULL THEN s.interval_seconds END), 0)"
+def _by_level(pod: Builder, node: Builder) -> Builder:
+    assert isinstance(pod, _PodSamples)
+    return _ByLevel(pod, node)
+
+
+def pod_ratio(metric: Metric, level: str) -> Ratio | None:
+    """The ratio a metric reads from pod samples at this level, if it does (for shared sums)."""
+    ratio_for = getattr(metric.build, "ratio_for", None)
+    return ratio_for(level) if ratio_for is not None else None
 
 
 def _per_pod_counts(per_pod: str, windows: int) -> Builder:
@@ -222,45 +314,44 @@ _BAD_PHASES = "p.phase IN ('Pending', 'Failed', 'Unknown')"
 
 METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("cpu_percent_of_limit", "CPU % of limit", "%", _POD_GROUP_LEVELS,
-           _pod_samples(_ratio("s.cpu_seconds", "s.cpu_limit_cores * s.interval_seconds"))),
+           _pod_samples(ratio("s.cpu_seconds", "s.cpu_limit_cores * s.interval_seconds"))),
     Metric("cpu_percent_of_request", "CPU % of request", "%", _POD_GROUP_LEVELS,
-           _pod_samples(_ratio("s.cpu_seconds", "s.cpu_request_cores * s.interval_seconds"))),
+           _pod_samples(ratio("s.cpu_seconds", "s.cpu_request_cores * s.interval_seconds"))),
     Metric("cpu_percent_of_node", "CPU % of node capacity", "%", ("pod", "node", "cluster"),
-           _by_level(_pod_samples(_ratio("s.cpu_seconds", "n.cpu_capacity_cores * s.interval_seconds")),
-                     _node_samples(_ratio("s.cpu_seconds", "s.cpu_capacity_cores * s.interval_seconds")))),
+           _by_level(_pod_samples(ratio("s.cpu_seconds", "s.interval_seconds", factor="n.cpu_capacity_cores")),
+                     _node_samples(ratio("s.cpu_seconds", "s.cpu_capacity_cores * s.interval_seconds")))),
     Metric("memory_percent_of_limit", "Memory % of limit", "%", _POD_GROUP_LEVELS,
-           _pod_samples(_ratio("s.memory_working_set_bytes::float8 * s.interval_seconds",
-                               "s.memory_limit_bytes::float8 * s.interval_seconds"))),
+           _pod_samples(ratio("s.memory_working_set_bytes::float8 * s.interval_seconds",
+                              "s.memory_limit_bytes::float8 * s.interval_seconds"))),
     Metric("memory_percent_of_request", "Memory % of request", "%", _POD_GROUP_LEVELS,
-           _pod_samples(_ratio("s.memory_working_set_bytes::float8 * s.interval_seconds",
-                               "s.memory_request_bytes::float8 * s.interval_seconds"))),
+           _pod_samples(ratio("s.memory_working_set_bytes::float8 * s.interval_seconds",
+                              "s.memory_request_bytes::float8 * s.interval_seconds"))),
     Metric("memory_percent_of_node", "Memory % of node capacity", "%", ("pod", "node", "cluster"),
-           _by_level(_pod_samples(_ratio("s.memory_working_set_bytes::float8 * s.interval_seconds",
-                                         "n.memory_total_bytes::float8 * s.interval_seconds")),
-                     _node_samples(_ratio("s.memory_working_set_bytes::float8 * s.interval_seconds",
-                                          "s.memory_total_bytes::float8 * s.interval_seconds")))),
+           _by_level(_pod_samples(ratio("s.memory_working_set_bytes::float8 * s.interval_seconds",
+                                        "s.interval_seconds", factor="n.memory_total_bytes::float8")),
+                     _node_samples(ratio("s.memory_working_set_bytes::float8 * s.interval_seconds",
+                                         "s.memory_total_bytes::float8 * s.interval_seconds")))),
     # The stored pod and node values are summed over their GPUs (ingest contract); per-device
     # utilisation (level "gpu") arrives with the GPU device data.
     Metric("gpu_utilization_percent", "GPU utilisation %", "%", ("pod", "deployment", "namespace", "node"),
-           _by_level(_pod_samples(_average("s.gpu_utilization_percent")),
-                     _node_samples(_average("s.gpu_utilization_percent")))),
+           _by_level(_pod_samples(average("s.gpu_utilization_percent")),
+                     _node_samples(average("s.gpu_utilization_percent")))),
     Metric("gpu_memory_percent", "GPU memory %", "%", ("gpu", "pod", "node"),
            needs="GPU device memory totals (per-GPU data, being built on branch gpu)"),
     Metric("cpu_throttled_percent", "CPU throttled % of periods", "%", _POD_GROUP_LEVELS,
-           _pod_samples("100 * sum(s.cpu_throttled_periods)::float8 / NULLIF(sum(CASE WHEN "
-                        "s.cpu_throttled_periods IS NOT NULL THEN s.cpu_periods END), 0)")),
+           _pod_samples(ratio("s.cpu_throttled_periods", "s.cpu_periods"))),
     Metric("oom_kills", "OOM kills in the window", "kills", _POD_GROUP_LEVELS, _per_pod_counts(_OOM_PER_POD, 2)),
     Metric("restarts", "Container restarts in the window", "restarts", _POD_GROUP_LEVELS,
            _per_pod_counts(_RESTARTS_PER_POD, 1)),
     Metric("psi_cpu_some_percent", "PSI: CPU some % of time", "%", (*_POD_GROUP_LEVELS, "node"),
-           _by_level(_pod_samples(_ratio("s.psi_cpu_some_seconds", "s.interval_seconds")),
-                     _node_samples(_ratio("s.psi_cpu_some_seconds", "s.interval_seconds")))),
+           _by_level(_pod_samples(ratio("s.psi_cpu_some_seconds", "s.interval_seconds")),
+                     _node_samples(ratio("s.psi_cpu_some_seconds", "s.interval_seconds")))),
     Metric("psi_memory_some_percent", "PSI: memory some % of time", "%", (*_POD_GROUP_LEVELS, "node"),
-           _by_level(_pod_samples(_ratio("s.psi_memory_some_seconds", "s.interval_seconds")),
-                     _node_samples(_ratio("s.psi_memory_some_seconds", "s.interval_seconds")))),
+           _by_level(_pod_samples(ratio("s.psi_memory_some_seconds", "s.interval_seconds")),
+                     _node_samples(ratio("s.psi_memory_some_seconds", "s.interval_seconds")))),
     Metric("psi_io_some_percent", "PSI: IO some % of time", "%", (*_POD_GROUP_LEVELS, "node"),
-           _by_level(_pod_samples(_ratio("s.psi_io_some_seconds", "s.interval_seconds")),
-                     _node_samples(_ratio("s.psi_io_some_seconds", "s.interval_seconds")))),
+           _by_level(_pod_samples(ratio("s.psi_io_some_seconds", "s.interval_seconds")),
+                     _node_samples(ratio("s.psi_io_some_seconds", "s.interval_seconds")))),
     Metric("kv_cache_percent", "KV cache %", "%", ("model_server", "pod"),
            needs="model-server metrics (vLLM / SGLang, being built on branch serve)"),
     Metric("ttft_p95_seconds", "Time to first token p95", "s", ("model_server", "pod"),

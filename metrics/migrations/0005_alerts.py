@@ -277,5 +277,13 @@ class Migration(migrations.Migration):
             model_name='notification',
             index=models.Index(fields=['receiver', 'status', 'id'], name='notification_queue'),
         ),
+        migrations.AddIndex(
+            model_name='containersample',
+            index=models.Index(condition=models.Q(('restarts__gt', 0)), fields=['-time'], name='containersample_restarts'),
+        ),
+        migrations.AddIndex(
+            model_name='podsample',
+            index=models.Index(condition=models.Q(('oom_kills__gt', 0)), fields=['-time'], name='podsample_oom_kills'),
+        ),
         migrations.RunPython(install_default_rules, remove_default_rules),
     ]
