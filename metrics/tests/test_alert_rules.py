@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from metrics.alerts.catalogue import METRICS
+from metrics.alerts.catalogue import METRICS, pod_ratio
 from metrics.alerts.evaluate import fingerprint, run_cycle
 from metrics.alerts.models import AlertInstance, AlertRule
 from metrics.tests.alert_helpers import BASE, cpu, make_node, make_pod
@@ -218,3 +218,40 @@ def test_every_metric_query_runs_at_every_level_it_offers(rules_cleared, key):
     result = run_cycle(T)
     assert result.errors == {}
     assert result.rules == len(METRICS[key].levels)
+
+
+@pytest.mark.parametrize("key", sorted(k for k, m in METRICS.items() if m.build is not None))
+def test_the_shared_per_pod_sums_give_what_each_rule_computes_alone(rules_cleared, key):
+    from django.db import transaction
+
+    from metrics.alerts.evaluate import query_rule, shared_sums
+
+    node = make_node()
+    cpu(make_pod(node, "web-1", deployment="web"), 95, T - timedelta(minutes=5), T)
+    cpu(make_pod(node, "web-2", deployment="web", cpu_limit=2.0), 40, T - timedelta(minutes=3), T)
+    cpu(make_pod(node, "db-1", namespace="ops", cpu_limit=None), 40, T - timedelta(minutes=1), T)
+    rules = [AlertRule.objects.create(name=f"{level}-{minutes}", metric=key, level=level, threshold=0,
+                                      window=timedelta(minutes=minutes))
+             for level in METRICS[key].levels for minutes in (1, 4)]
+    with transaction.atomic():
+        sums = shared_sums(rules, T)
+        for rule in rules:
+            alone = query_rule(rule, T)
+            assert rounded(alone) == rounded(query_rule(rule, T, sums)), rule.name
+            if pod_ratio(METRICS[key], rule.level) and key in ("cpu_percent_of_limit", "cpu_percent_of_node",
+                                                              "memory_percent_of_limit", "memory_percent_of_node"):
+                assert [row for row in alone if row[-1] is not None], rule.name  # compared something
+
+
+def rounded(rows):
+    return sorted((tuple(round(v, 9) if isinstance(v, float) else v for v in row) for row in rows), key=str)
+
+
+def test_the_evaluatealerts_command_runs_a_cycle_and_logs_it(rules_cleared, caplog):
+    from django.core.management import call_command
+
+    cpu_rule(for_duration=timedelta(0))
+    cpu(make_pod(make_node(), "web-1"), 95, T - timedelta(minutes=1), T)
+    with caplog.at_level("INFO", logger="metrics.alerts"):
+        call_command("evaluatealerts")
+    assert "evaluatealerts: 1 rules in" in caplog.text
