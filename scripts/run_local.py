@@ -209,8 +209,9 @@ class Run:
             env,
         )
         self.spawn("rollups", [sys.executable, "manage.py", "refreshrollups", "--loop"], env)
-        self.spawn("alerts", [sys.executable, "manage.py", "evaluatealerts", "--loop"], env)
         self.wait_ready()
+        # After the API is up: its first requests need the CPU more than the first evaluation.
+        self.spawn("alerts", [sys.executable, "manage.py", "evaluatealerts", "--loop"], env)
         if a.no_collector:
             return
         collector_env = dict(env)
