@@ -254,3 +254,24 @@ def test_an_evaluator_skips_its_cycle_while_another_holds_the_lock(http):
         assert not evaluate.run_cycle(T).skipped
     finally:
         other.close()
+
+
+@pytest.mark.django_db
+def test_an_alertmanager_back_from_an_outage_gets_the_newest_state_with_the_resolved_alerts(rule, http):
+    Receiver.objects.create(name="am", kind="alertmanager", url=http.url)
+    port = http.port
+    http.stop()
+    node = make_node()
+    cpu(make_pod(node, "web-1"), 95, T - timedelta(minutes=1), T + timedelta(minutes=2))
+    cpu(make_pod(node, "web-2"), 95, T - timedelta(minutes=1), T + timedelta(minutes=10))
+    run(0, 6 * 60)  # both fired; web-1 stopped reporting and resolved at 3:00; the Alertmanager was down
+    back = HttpReceiver(port=port)
+    try:
+        run(6 * 60, 9 * 60)
+        first = back.payloads()[0]
+        ends = {a["labels"]["pod"]: a["endsAt"] for a in first}
+        assert ends["web-1"] == "2026-12-01T12:03:00Z"  # the resolution was not lost
+        assert ends["web-2"] > "2026-12-01T12:06"  # still firing, valid for 4 more minutes
+        assert Notification.objects.filter(status="pending").count() == 0
+    finally:
+        back.stop()
