@@ -17,7 +17,7 @@ from collector.tests.layouts import V1, to_v2
 from metrics.alerts import deliver, evaluate
 from metrics.alerts.models import AlertRule, Receiver
 from metrics.tests.alert_helpers import Receiver as HttpReceiver
-from metrics.tests.factories_ingest import rfc3339, tick
+from metrics.tests.factories import rfc3339, tick
 from metrics.tests.ingest_helpers import post
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from metrics.models import ApiToken, Container, ContainerSample, Node, Pod, PodSample
-from metrics.tests.factories_ingest import NodeBatches, tick
+from metrics.tests.factories import NodeBatches, tick
 from metrics.tests.ingest_helpers import post
 from metrics.tokens import create_token
 

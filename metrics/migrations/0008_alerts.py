@@ -54,7 +54,7 @@ def remove_default_rules(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('metrics', '0004_drop_redundant_sample_fk_indexes'),
+        ('metrics', '0007_gpu_rollups'),
     ]
 
     operations = [
