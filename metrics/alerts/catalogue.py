@@ -281,6 +281,55 @@ def _current_pods(condition: str, reason: str = "NULL::text", join: str = "") ->
     return build
 
 
+class _GpuSamples:
+    """Per GPU device (level "gpu"): the window's device samples summed per device, labelled with
+    its node, its UUID (label `gpu`) and the pod it was attributed to in its newest sample."""
+
+    def __init__(self, r: Ratio) -> None:
+        self.ratio = r
+
+    def __call__(self, q: Query) -> tuple[str, list[Any]]:
+        r = self.ratio
+        where, params = [], []
+        if q.namespace:
+            where.append("a.namespace = %s")
+            params.append(q.namespace)
+        if q.node:
+            where.append("n.name = %s")
+            params.append(q.node)
+        sql = f"""
+            WITH per_device AS (
+                SELECT s.device_id, s.node_id, sum({r.num})::float8 AS num, sum({r.den})::float8 AS den,
+                       (array_agg(s.namespace ORDER BY s.time DESC))[1] AS namespace,
+                       (array_agg(s.pod_name ORDER BY s.time DESC))[1] AS pod
+                FROM metrics_gpusample s
+                WHERE s.time >= %s AND s.time < %s
+                GROUP BY s.device_id, s.node_id
+            )
+            SELECT NULLIF(a.namespace, ''), NULL::text, NULLIF(a.pod, ''), n.name, d.uuid,
+                   {r.scale} * a.num / NULLIF(a.den, 0) AS value
+            FROM per_device a
+            JOIN metrics_gpudevice d ON d.id = a.device_id
+            JOIN metrics_node n ON n.id = a.node_id
+            {"WHERE " + " AND ".join(where) if where else ""}
+        """
+        return f"SELECT * FROM ({sql}) v WHERE value IS NOT NULL", [q.since, q.now, *params]
+
+
+class _GpuOr:
+    """GPU devices at level "gpu", the other builder at the other levels."""
+
+    def __init__(self, gpu: _GpuSamples, other: Builder) -> None:
+        self.gpu, self.other = gpu, other
+
+    def ratio_for(self, level: str) -> Ratio | None:
+        ratio_for = getattr(self.other, "ratio_for", None)
+        return None if level == "gpu" or ratio_for is None else ratio_for(level)
+
+    def __call__(self, q: Query) -> tuple[str, list[Any]]:
+        return (self.gpu if q.level == "gpu" else self.other)(q)
+
+
 def _nodes_not_reporting(q: Query) -> tuple[str, list[Any]]:
     # The value is the number of the node's intervals missed since its newest batch ended.
     where = " AND n.name = %s" if q.node else ""
@@ -333,11 +382,13 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
                                          "s.memory_total_bytes::float8 * s.interval_seconds")))),
     # The stored pod and node values are summed over their GPUs (ingest contract); per-device
     # utilisation (level "gpu") arrives with the GPU device data.
-    Metric("gpu_utilization_percent", "GPU utilisation %", "%", ("pod", "deployment", "namespace", "node"),
-           _by_level(_pod_samples(average("s.gpu_utilization_percent")),
-                     _node_samples(average("s.gpu_utilization_percent")))),
-    Metric("gpu_memory_percent", "GPU memory %", "%", ("gpu", "pod", "node"),
-           needs="GPU device memory totals (per-GPU data, being built on branch gpu)"),
+    Metric("gpu_utilization_percent", "GPU utilisation %", "%", ("pod", "deployment", "namespace", "node", "gpu"),
+           _GpuOr(_GpuSamples(average("s.gpu_utilization_percent")),
+                  _by_level(_pod_samples(average("s.gpu_utilization_percent")),
+                            _node_samples(average("s.gpu_utilization_percent"))))),
+    Metric("gpu_memory_percent", "GPU memory % of the device", "%", ("gpu",),
+           _GpuSamples(ratio("s.gpu_memory_bytes::float8 * s.interval_seconds",
+                             "s.gpu_memory_total_bytes::float8 * s.interval_seconds"))),
     Metric("cpu_throttled_percent", "CPU throttled % of periods", "%", _POD_GROUP_LEVELS,
            _pod_samples(ratio("s.cpu_throttled_periods", "s.cpu_periods"))),
     Metric("oom_kills", "OOM kills in the window", "kills", _POD_GROUP_LEVELS, _per_pod_counts(_OOM_PER_POD, 2)),
@@ -370,9 +421,11 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
 ]}
 
 
-def labels_of(row: tuple[Any, ...]) -> dict[str, str]:
-    """Entity labels from a query row (namespace, deployment, pod, node, reason, value)."""
-    return {name: str(value) for name, value in zip(OUTPUT[:-1], row[:-1]) if value is not None}
+def labels_of(row: tuple[Any, ...], level: str = "pod") -> dict[str, str]:
+    """Entity labels from a query row (namespace, deployment, pod, node, reason, value); at level
+    gpu the fifth column is the device's UUID, label `gpu`."""
+    names = OUTPUT[:4] + (("gpu",) if level == "gpu" else ("reason",))
+    return {name: str(value) for name, value in zip(names, row[:-1]) if value is not None}
 
 
 def compare(value: float, comparison: str, threshold: float) -> bool:

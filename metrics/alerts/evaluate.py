@@ -74,6 +74,8 @@ def entity_of(level: str, labels: dict[str, str]) -> str:
         return f"{labels.get('namespace', '')}/{labels.get('deployment', '')}"
     if level == "cluster":
         return "cluster"
+    if level == "gpu":
+        return f"{labels.get('node', '')}/{labels.get('gpu', '')}"
     return labels.get(level, labels.get("node", ""))
 
 
@@ -185,7 +187,7 @@ def _evaluate_rule(rule: AlertRule, now: datetime, silences: Silences, result: C
             value = row[-1]
             if value is None or not compare(float(value), rule.comparison, rule.threshold):
                 continue
-            labels = {**labels_of(row), **rule.labels, "alertname": rule.name, "severity": rule.severity}
+            labels = {**labels_of(row, rule.level), **rule.labels, "alertname": rule.name, "severity": rule.severity}
             current[fingerprint(labels)] = (labels, float(value))
     _save_rule_status(rule, now, error)
 

@@ -187,7 +187,7 @@ def test_rules_needing_data_not_stored_yet_say_so_and_raise_nothing(rules_cleare
     rule.refresh_from_db()
     assert "branch serve" in rule.last_error and result.rules == 0
     assert not AlertInstance.objects.exists()
-    assert METRICS["gpu_memory_percent"].needs
+    assert METRICS["ttft_p95_seconds"].needs and not METRICS["gpu_memory_percent"].needs
 
 
 def test_a_disabled_rule_resolves_its_alerts(rules_cleared):
@@ -255,3 +255,30 @@ def test_the_evaluatealerts_command_runs_a_cycle_and_logs_it(rules_cleared, capl
     with caplog.at_level("INFO", logger="metrics.alerts"):
         call_command("evaluatealerts")
     assert "evaluatealerts: 1 rules in" in caplog.text
+
+
+def test_gpu_rules_read_the_gpu_devices_samples(rules_cleared):
+    from metrics.models import GpuDevice, GpuSample
+
+    util = AlertRule.objects.create(name="GPUBusy", metric="gpu_utilization_percent", level="gpu", comparison=">",
+                                    threshold=90, for_duration=timedelta(0), summary="{entity} {value:.0f}%")
+    memory = AlertRule.objects.create(name="GPUMemory", metric="gpu_memory_percent", level="gpu", comparison=">",
+                                      threshold=80, for_duration=timedelta(0))
+    node = make_node()
+    pod = make_pod(node, "trainer", namespace="ml")
+    busy, idle = (GpuDevice.objects.create(node=node, uuid=f"GPU-{i}", index=i, name="NVIDIA H100",
+                                           memory_total_bytes=80 * 2**30, first_seen=T, last_seen=T) for i in (0, 1))
+    for k in range(6):
+        t = T - timedelta(seconds=60 - 10 * k)
+        GpuSample.objects.create(time=t, interval_seconds=10, device=busy, node=node, gpu_utilization_percent=97,
+                                 gpu_memory_bytes=72 * 2**30, gpu_memory_total_bytes=80 * 2**30, pod=pod,
+                                 namespace="ml", pod_name="trainer")
+        GpuSample.objects.create(time=t, interval_seconds=10, device=idle, node=node, gpu_utilization_percent=3,
+                                 gpu_memory_bytes=2**30, gpu_memory_total_bytes=80 * 2**30)
+    run_cycle(T)
+    (alert,) = util.instances.all()
+    assert alert.labels == {"alertname": "GPUBusy", "severity": "warning", "namespace": "ml", "pod": "trainer",
+                            "node": "worker-1", "gpu": "GPU-0"}
+    assert alert.annotations["summary"] == "worker-1/GPU-0 97%"
+    (alert,) = memory.instances.all()
+    assert alert.value == pytest.approx(90) and alert.labels["gpu"] == "GPU-0"
