@@ -200,6 +200,28 @@ def _merge_rows(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+POD_STATE_FIELDS = ("phase", "ready", "cpu_request_cores", "memory_request_bytes")
+CONTAINER_STATE_FIELDS = ("ready", "state", "state_reason", "last_termination_reason",
+                          "last_termination_time", "cpu_request_cores", "memory_request_bytes")
+
+
+def _add_state(row: dict[str, Any], meta: PodMetaLike | None) -> None:
+    """The pod's state and spec from the pod list (podmeta), where the source knows them."""
+    if meta is None:
+        return
+    for key in POD_STATE_FIELDS:
+        value = getattr(meta, key, None)
+        if value is not None:
+            row[key] = value
+    states = getattr(meta, "container_states", None) or {}
+    for c in row["containers"]:
+        state = states.get(c["name"])
+        for key in CONTAINER_STATE_FIELDS if state is not None else ():
+            value = getattr(state, key, None)
+            if value is not None:
+                c[key] = value
+
+
 def pod_row(pod: PodCgroup, old: PodCgroup, meta: PodMetaLike | None,
             disk_unavailable: bool) -> dict[str, Any]:
     assert pod.stats is not None
@@ -235,6 +257,7 @@ def pod_row(pod: PodCgroup, old: PodCgroup, meta: PodMetaLike | None,
         r = _container_row(c, name, image, before, restarted)
         rows[name] = _merge_rows(rows[name], r) if name in rows else r
     row["containers"] = sorted(rows.values(), key=lambda r: r["name"])
+    _add_state(row, meta)
     if disk_unavailable:
         for target in (row, *row["containers"]):
             for key in ("disk_read_bytes", "disk_write_bytes"):

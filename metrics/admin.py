@@ -310,3 +310,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 # GPUs: their admin pages live in metrics/gpu_admin.py (registered on import).
 from metrics import gpu_admin  # noqa: E402, F401
+
+
+# Alerting's admin pages live with alerting; importing them here registers them.
+from metrics.alerts import admin as _alerts_admin  # noqa: E402,F401

@@ -22,6 +22,8 @@ index probe per inserted row on the ingest hot path, and ingest already guarante
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.db import models
 
 
@@ -36,12 +38,25 @@ class Node(models.Model):
     # What the collector said about itself in its newest batch: version, cgroup version and
     # driver, per-source success, warnings such as "blkio statistics unavailable".
     collector_info = models.JSONField(default=dict, blank=True)
+    # Length of the newest batch's interval: the node is "not reporting" once
+    # NOT_REPORTING_INTERVALS of them have passed since last_seen without a batch.
+    interval_seconds = models.FloatField(null=True, blank=True)
+
+    NOT_REPORTING_INTERVALS = 3
 
     class Meta:
         ordering = ["name"]
 
+    def reporting(self, now: datetime) -> bool:
+        interval = self.interval_seconds or 60.0
+        return now - self.last_seen <= timedelta(seconds=interval * self.NOT_REPORTING_INTERVALS)
+
     def __str__(self) -> str:
         return self.name
+
+
+PHASES = [(p, p) for p in ("Pending", "Running", "Succeeded", "Failed", "Unknown")]
+CONTAINER_STATES = [(s, s) for s in ("running", "waiting", "terminated")]
 
 
 class Pod(models.Model):
@@ -63,6 +78,11 @@ class Pod(models.Model):
     labels = models.JSONField(default=dict, blank=True)
     cpu_limit_cores = models.FloatField(null=True, blank=True)
     memory_limit_bytes = models.BigIntegerField(null=True, blank=True)
+    # State and spec from the collector's pod list; null = unknown (e.g. offline metadata).
+    phase = models.CharField(max_length=16, choices=PHASES, null=True, blank=True)
+    ready = models.BooleanField(null=True, blank=True)
+    cpu_request_cores = models.FloatField(null=True, blank=True)
+    memory_request_bytes = models.BigIntegerField(null=True, blank=True)
     first_seen = models.DateTimeField()
     # Kept fresh to within a minute: rewriting every pod row every 10 s would cost more than
     # storing the samples themselves.
@@ -85,6 +105,12 @@ class Container(models.Model):
     # The runtime's id of the current instance; it changes when the container restarts.
     container_id = models.CharField(max_length=128, blank=True, default="")
     image = models.CharField(max_length=512, blank=True, default="")
+    # State from the collector's pod list; null = unknown.
+    ready = models.BooleanField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=CONTAINER_STATES, null=True, blank=True)
+    state_reason = models.CharField(max_length=128, null=True, blank=True)
+    last_termination_reason = models.CharField(max_length=128, null=True, blank=True)
+    last_termination_time = models.DateTimeField(null=True, blank=True)
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
 
@@ -203,6 +229,8 @@ class PodSample(SampleBase, NetworkMixin):
     cpu_limit_cores = models.FloatField(null=True, blank=True)
     memory_limit_bytes = models.BigIntegerField(null=True, blank=True)
     fs_used_bytes = models.BigIntegerField(null=True, blank=True)
+    cpu_request_cores = models.FloatField(null=True, blank=True)
+    memory_request_bytes = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -212,6 +240,9 @@ class PodSample(SampleBase, NetworkMixin):
             models.Index(fields=["namespace", "deployment", "-time"], name="podsample_ns_dep_time"),
             models.Index(fields=["node", "-time"], name="podsample_node_time"),
             models.Index(fields=["-time"], name="podsample_time"),
+            # Alerting's "OOM kills in the window" reads only these rare rows (partial: no cost
+            # on the ingest path for the other rows).
+            models.Index(fields=["-time"], condition=models.Q(oom_kills__gt=0), name="podsample_oom_kills"),
         ]
 
 
@@ -225,6 +256,8 @@ class ContainerSample(SampleBase):
     cpu_limit_cores = models.FloatField(null=True, blank=True)
     memory_limit_bytes = models.BigIntegerField(null=True, blank=True)
     restarts = models.IntegerField(null=True, blank=True)
+    cpu_request_cores = models.FloatField(null=True, blank=True)
+    memory_request_bytes = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -235,6 +268,8 @@ class ContainerSample(SampleBase):
         indexes = [
             models.Index(fields=["pod", "-time"], name="containersample_pod_time"),
             models.Index(fields=["-time"], name="containersample_time"),
+            # Alerting's "restarts in the window" reads only these rare rows.
+            models.Index(fields=["-time"], condition=models.Q(restarts__gt=0), name="containersample_restarts"),
         ]
 
 
@@ -316,3 +351,10 @@ class GpuSample(models.Model):
             models.Index(fields=["node", "-time"], name="gpusample_node_time"),
             models.Index(fields=["-time"], name="gpusample_time"),
         ]
+
+
+# Alerting's models live in their own module (metrics/alerts/models.py); importing them here is
+# how Django finds them in the `metrics` app.
+from metrics.alerts.models import (  # noqa: E402,F401
+    AlertInstance, AlertRule, DeliveryAttempt, Notification, NotificationGroup, Receiver, Silence,
+)

@@ -162,6 +162,12 @@ RETENTION_1H_DAYS = env.int("RETENTION_1H_DAYS", default=365)
 CLUSTER_NAME = env.str("CLUSTER_NAME", default="default")
 ROLLUP_REFRESH_SECONDS = env.int("ROLLUP_REFRESH_SECONDS", default=60)
 
+# Alerting (docs/alerts.md): the evaluator's period, how long each cycle may spend sending, and
+# the base URL that notifications link back to (generatorURL, externalURL).
+ALERTS_EVALUATION_SECONDS = env.int("ALERTS_EVALUATION_SECONDS", default=30)
+ALERTS_SEND_BUDGET_SECONDS = env.int("ALERTS_SEND_BUDGET_SECONDS", default=20)
+ALERTS_EXTERNAL_URL = env.str("ALERTS_EXTERNAL_URL", default="")
+
 # Reads need a session or a read token unless this is set.
 ALLOW_ANONYMOUS_READS = env.bool("ALLOW_ANONYMOUS_READS", default=False)
 # Largest accepted ingest body, compressed or not (a 110-pod batch is about 150 KB of JSON).

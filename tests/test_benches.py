@@ -109,3 +109,13 @@ def test_the_ingest_bench_prints_end_to_end_raw_copy_and_their_ratio(bench_datab
     assert figure(output, rf"^\s+50 batches per COPY:\s+{NUMBER} batches/s") > 0
     assert figure(output, rf"^== ratio end to end / raw COPY: {NUMBER} % of per-batch COPY") > 0
     assert "!! non-201" not in output
+
+
+@pytest.mark.parametrize("bench_database", ["alerts"], indirect=True)
+def test_the_alerts_bench_prints_the_time_of_each_evaluation_cycle(bench_database: str) -> None:
+    output = run_bench(["bench/alerts.py", "--tiny", "--database", bench_database])
+    assert figure(output, rf"^loaded 100 pods on 2 nodes: {NUMBER} pod samples") == 100 * 66
+    assert figure(output, rf"^rules: {NUMBER}$") == 20
+    for cycle in (1, 2, 3):
+        assert figure(output, rf"^cycle {cycle}: {NUMBER} ms \(20 rules") > 0
+    assert figure(output, rf"^steady cycle median: {NUMBER} ms") > 0

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 API_IMAGE = "kubemonitor/api"
 COLLECTOR_IMAGE = "kubemonitor/collector"
-SERVER_SERVICES = ("migrate", "api", "rollups", "demo")
+SERVER_SERVICES = ("migrate", "api", "rollups", "alerts", "demo")
 
 # Read by something other than our Python code: gunicorn (the API command line), the database image.
 GUNICORN_ENV = {"WEB_CONCURRENCY", "GUNICORN_TIMEOUT"}
@@ -314,7 +314,7 @@ def test_migrations_run_as_their_own_step(compose: dict[str, Any], docs: list[di
     migrate = " ".join(compose["migrate"]["command"])
     assert "python manage.py migrate --noinput" in migrate
     assert "bootstrap --token-file /run/kubemonitor/collector-token" in migrate
-    for name in ("api", "rollups", "collector", "demo"):
+    for name in ("api", "rollups", "alerts", "collector", "demo"):
         assert compose[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert compose["api"]["depends_on"]["db"]["condition"] == "service_healthy"
     assert compose["collector"]["environment"]["KUBEMONITOR_TOKEN_FILE"] == "/run/kubemonitor/collector-token"
@@ -331,7 +331,12 @@ def test_the_rollup_loop_and_the_demo_use_commands_that_exist(compose: dict[str,
     assert compose["rollups"]["command"] == ["python", "manage.py", "refreshrollups", "--loop"]
     assert compose["demo"]["command"][:3] == ["python", "manage.py", "loaddemo"]
     assert compose["demo"]["profiles"] == ["demo"]
-    for name in ("refreshrollups", "loaddemo", "bootstrap", "migrate"):
+    alerts = kind(docs, "Deployment", "kubemonitor-alerts")[0]
+    assert alerts["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "python", "manage.py", "evaluatealerts", "--loop"]
+    assert alerts["spec"]["replicas"] == 1 and alerts["spec"]["strategy"]["type"] == "Recreate"
+    assert compose["alerts"]["command"] == ["python", "manage.py", "evaluatealerts", "--loop"]
+    for name in ("refreshrollups", "evaluatealerts", "loaddemo", "bootstrap", "migrate"):
         assert name in commands
 
 
@@ -409,7 +414,7 @@ def test_only_the_server_reaches_the_database_and_collectors_reach_the_api(docs:
     sources = db["ingress"][0]["from"]
     assert len(db["ingress"]) == 1 and len(sources) == 1 and "ipBlock" not in sources[0]
     components = next(e for e in sources[0]["podSelector"]["matchExpressions"] if e["key"] == "app.kubernetes.io/component")
-    assert sorted(components["values"]) == ["api", "migrate", "rollups"]
+    assert sorted(components["values"]) == ["alerts", "api", "migrate", "rollups"]
     assert db["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
     api = policies["kubemonitor-api-ingress"]
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "kubemonitor",

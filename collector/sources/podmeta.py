@@ -1,4 +1,6 @@
-"""Pod metadata: name, namespace, owner, Deployment, QoS, labels, container names and images.
+"""Pod metadata: name, namespace, owner, Deployment, QoS, labels, container names and images,
+and from the PodList sources also the pod's state and spec: phase, readiness, CPU and memory
+requests, and each container's state, waiting reason, last termination and requests.
 
 Sources, in order (`--metadata auto`):
 1. the API server: one list of this node's pods (fieldSelector=spec.nodeName=<node>,
@@ -49,6 +51,93 @@ class PodMeta:
     containers: dict[str, tuple[str, str]] = field(default_factory=dict)  # bare id -> (name, image)
     container_names: list[str] = field(default_factory=list)
     host_network: bool | None = None
+    # State and spec (PodList sources only; None = unknown). As fresh as the last list: a
+    # restarted container re-lists early (see Metadata.refresh), a phase change may wait a re-list.
+    phase: str | None = None
+    ready: bool | None = None
+    cpu_request_cores: float | None = None
+    memory_request_bytes: int | None = None
+    container_states: dict[str, "ContainerState"] = field(default_factory=dict)  # by name
+
+
+@dataclass
+class ContainerState:
+    ready: bool | None = None
+    state: str | None = None  # running / waiting / terminated
+    state_reason: str | None = None  # e.g. CrashLoopBackOff, ImagePullBackOff, Completed
+    last_termination_reason: str | None = None  # e.g. OOMKilled, Error
+    last_termination_time: str | None = None  # RFC 3339, as the API gives it
+    cpu_request_cores: float | None = None
+    memory_request_bytes: int | None = None
+
+
+PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+_SUFFIXES = {
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+    "E": 1e18, "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+}
+
+
+def parse_quantity(value: Any) -> float | None:
+    """A Kubernetes quantity ('250m', '1.5', '64Mi', '1e3', '2G') -> a number; None if malformed."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if suffix and text.endswith(suffix):
+            number, scale = text[: -len(suffix)], _SUFFIXES[suffix]
+            break
+    else:
+        number, scale = text, 1.0
+    try:
+        parsed = float(number) * scale
+    except ValueError:
+        return None
+    return parsed if parsed >= 0 and parsed == parsed and parsed != float("inf") else None
+
+
+def _requests(container: dict[str, Any]) -> tuple[float | None, int | None]:
+    requests = (container.get("resources") or {}).get("requests") or {}
+    cpu = parse_quantity(requests.get("cpu"))
+    memory = parse_quantity(requests.get("memory"))
+    return cpu, (int(memory) if memory is not None else None)
+
+
+def _sum(values: list[Any]) -> Any:
+    # Like the pod cgroup's limits, the pod's request is the sum over its app containers; a
+    # container without a request asks for nothing, and no request at all is unknown (None).
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _round(cores: float | None) -> float | None:
+    return round(cores, 6) if cores is not None else None  # 0.1 + 0.2 is not 0.3 in floats
+
+
+def _container_state(cs: dict[str, Any], requests: tuple[float | None, int | None]) -> ContainerState:
+    state = cs.get("state") or {}
+    kind = next((k for k in ("running", "waiting", "terminated") if k in state), None)
+    reason = (state.get(kind) or {}).get("reason") if kind else None
+    last = (cs.get("lastState") or {}).get("terminated") or {}
+    ready = cs.get("ready")
+    return ContainerState(
+        ready=ready if isinstance(ready, bool) else None,
+        state=kind,
+        state_reason=str(reason)[:128] if reason else None,
+        last_termination_reason=str(last["reason"])[:128] if last.get("reason") else None,
+        last_termination_time=last.get("finishedAt") or None,
+        cpu_request_cores=requests[0],
+        memory_request_bytes=requests[1],
+    )
+
+
+def _pod_ready(status: dict[str, Any]) -> bool | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return {"True": True, "False": False}.get(condition.get("status"))
+    return None
 
 
 def bare_id(container_id: str) -> str:
@@ -92,11 +181,24 @@ def parse_pod(item: dict[str, Any]) -> PodMeta | None:
             if last:  # the previous instance of a restarted container may still have a cgroup
                 containers.setdefault(bare_id(last), (cs.get("name", ""), images.get(cs.get("name")) or ""))
     names = [c.get("name") for key in ("initContainers", "containers") for c in spec.get(key) or []]
+    requests = {c.get("name"): _requests(c) for c in spec.get("containers") or []}
+    states = {
+        cs.get("name", ""): _container_state(cs, requests.get(cs.get("name"), (None, None)))
+        for key in ("initContainerStatuses", "containerStatuses") for cs in status.get(key) or []
+    }
+    for name, request in requests.items():  # not started yet: requests known, state not
+        if name and name not in states:
+            states[name] = ContainerState(cpu_request_cores=request[0], memory_request_bytes=request[1])
+    phase = status.get("phase")
     return PodMeta(
         uid=uid, name=md.get("name") or uid, namespace=md.get("namespace") or "default",
         owner_kind=owner_kind, owner_name=owner_name, deployment=deployment,
         qos=status.get("qosClass") or None, labels=labels, containers=containers,
         container_names=[n for n in names if n], host_network=bool(spec.get("hostNetwork")),
+        phase=phase if phase in PHASES else None, ready=_pod_ready(status),
+        cpu_request_cores=_round(_sum([r[0] for r in requests.values()])),
+        memory_request_bytes=_sum([r[1] for r in requests.values()]),
+        container_states=states,
     )
 
 

@@ -39,12 +39,14 @@ POD_REQUIRED = {"uid", "name", "namespace", "owner_kind", "owner_name", "deploym
 THROTTLE = {"cpu_throttled_seconds", "cpu_throttled_periods", "cpu_periods", "oom_kills"}
 POD_OPTIONAL = {"interval_seconds", "host_network", "memory_rss_bytes", "memory_cache_bytes",
                 "fs_used_bytes", "disk_read_ops", "disk_write_ops", *NET_EXTRA, *THROTTLE,
-                *PSI_GPU}
+                *PSI_GPU, "phase", "ready", "cpu_request_cores", "memory_request_bytes"}
 CONTAINER_REQUIRED = {"name", "id", "image", "cpu_seconds", "memory_working_set_bytes",
                       "disk_read_bytes", "disk_write_bytes"}
 CONTAINER_OPTIONAL = {"interval_seconds", "memory_rss_bytes", "memory_cache_bytes",
                       "disk_read_ops", "disk_write_ops", *THROTTLE, *PSI_GPU, "cpu_limit_cores",
-                      "memory_limit_bytes", "restarts"}
+                      "memory_limit_bytes", "restarts", "ready", "state", "state_reason",
+                      "last_termination_reason", "last_termination_time", "cpu_request_cores",
+                      "memory_request_bytes"}
 COLLECTOR_KEYS = {"version", "cgroup_version", "cgroup_driver", "cycle_cpu_seconds", "sources"}
 
 

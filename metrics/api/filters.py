@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from metrics.models import Pod
+from metrics.models import PHASES, Pod
 
 
 class LabelSelectorField(forms.Field):
@@ -55,7 +55,14 @@ class PodFilterSet(django_filters.FilterSet):
     label = LabelSelectorFilter(
         label="Label selector, key=value or key; repeat the parameter to require all of them"
     )
+    phase = django_filters.ChoiceFilter(field_name="phase", choices=PHASES, label="Pod phase")
+    # A choice rather than a BooleanFilter: that one ignores a value it cannot read instead of
+    # answering 400, so `?ready=no` would silently list every pod.
+    ready = django_filters.TypedChoiceFilter(
+        field_name="ready", choices=[("true", "true"), ("false", "false")], coerce=lambda v: v == "true",
+        label="Pod readiness: true or false",
+    )
 
     class Meta:
         model = Pod
-        fields = ["namespace", "node", "deployment", "label"]
+        fields = ["namespace", "node", "deployment", "label", "phase", "ready"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -84,8 +85,16 @@ class NodeSerializer(UsageMixin, serializers.ModelSerializer):
         model = Node
         fields = [
             "url", "name", "first_seen", "last_seen", "cpu_capacity_cores", "memory_total_bytes",
-            "fs_capacity_bytes", "usage",
+            "fs_capacity_bytes", "interval_seconds", "reporting", "usage",
         ]
+
+    reporting = serializers.SerializerMethodField(
+        help_text="False once 3 of the node's intervals have passed since last_seen without a batch "
+        "(its collector stopped sending)."
+    )
+
+    def get_reporting(self, obj: Node) -> bool:
+        return obj.reporting(self.context.get("now") or timezone.now())
 
 
 class NodeDetailSerializer(SeriesMixin, NodeSerializer):
@@ -101,7 +110,8 @@ class PodSerializer(UsageMixin, serializers.ModelSerializer):
         model = Pod
         fields = [
             "url", "name", "namespace", "uid", "node", "owner_kind", "owner_name", "deployment", "qos",
-            "labels", "cpu_limit_cores", "memory_limit_bytes", "first_seen", "last_seen", "usage",
+            "labels", "cpu_limit_cores", "memory_limit_bytes", "phase", "ready", "cpu_request_cores",
+            "memory_request_bytes", "first_seen", "last_seen", "usage",
         ]
 
     def get_url(self, obj: Pod) -> str:
@@ -113,7 +123,10 @@ class PodSerializer(UsageMixin, serializers.ModelSerializer):
 class ContainerSerializer(serializers.ModelSerializer):
     class Meta:
         model = Container
-        fields = ["name", "container_id", "image", "first_seen", "last_seen"]
+        fields = [
+            "name", "container_id", "image", "ready", "state", "state_reason", "last_termination_reason",
+            "last_termination_time", "first_seen", "last_seen",
+        ]
 
 
 class PodDetailSerializer(SeriesMixin, PodSerializer):
@@ -202,6 +215,11 @@ class ContainerUsageSerializer(serializers.Serializer):
     name = serializers.CharField()
     container_id = serializers.CharField(help_text="The runtime's id of the current instance.")
     image = serializers.CharField()
+    ready = serializers.BooleanField(allow_null=True)
+    state = serializers.CharField(allow_null=True, help_text="running, waiting or terminated.")
+    state_reason = serializers.CharField(allow_null=True, help_text="E.g. CrashLoopBackOff.")
+    last_termination_reason = serializers.CharField(allow_null=True, help_text="E.g. OOMKilled.")
+    last_termination_time = serializers.DateTimeField(allow_null=True)
     first_seen = serializers.DateTimeField()
     last_seen = serializers.DateTimeField()
     usage = UsageSerializer(allow_null=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework.routers import DefaultRouter
 
+from metrics.alerts import api as alerts_api
 from metrics.api import gpu_views, schema, views  # noqa: F401  (schema registers the token scheme)
 from metrics.api.views import NAME_REGEX
 
@@ -39,5 +40,9 @@ router.register("deployments", views.DeploymentViewSet, basename="deployment")
 # GPUs (metrics/api/gpu_views.py).
 router.register("gpus", gpu_views.GpuViewSet, basename="gpu")
 router.register(rf"nodes/(?P<node>{NAME_REGEX})/gpus", gpu_views.NodeGpuViewSet, basename="node-gpu")
+
+# Alerting (metrics/alerts/api.py).
+router.register("alerts", alerts_api.AlertViewSet, basename="alert")
+router.register("alert-rules", alerts_api.AlertRuleViewSet, basename="alert-rule")
 
 urlpatterns = router.urls

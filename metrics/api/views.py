@@ -583,6 +583,9 @@ class PodContainerViewSet(ReadViewSet):
         for i, c in enumerate(containers):
             item: dict[str, Any] = {
                 "name": c.name, "container_id": c.container_id, "image": c.image,
+                "ready": c.ready, "state": c.state, "state_reason": c.state_reason,
+                "last_termination_reason": c.last_termination_reason,
+                "last_termination_time": c.last_termination_time,
                 "first_seen": c.first_seen, "last_seen": c.last_seen, "usage": usage.get(c.pk),
             }
             if window is not None:

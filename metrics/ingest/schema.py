@@ -94,7 +94,52 @@ class Throttling(_Strict):
     oom_kills: SmallCount | None = None
 
 
-class IngestContainer(PressureAndGpu, Throttling):
+# --- pod state and spec (alerting, issue 10): all optional, null = unknown ------------------------
+
+Cores = Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)]
+Reason = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _rfc3339_value(value: Any) -> Any:
+    if value is not None and (not isinstance(value, str) or not _RFC3339_SEPARATOR.match(value)):
+        raise ValueError("Expected an RFC 3339 date-time such as 2026-11-22T22:40:10Z")
+    return value
+
+
+class ContainerState(_Strict):
+    ready: bool | None = None
+    state: Literal["running", "waiting", "terminated"] | None = None
+    # The waiting or terminated reason, e.g. CrashLoopBackOff, ImagePullBackOff, Completed.
+    state_reason: Reason | None = None
+    last_termination_reason: Reason | None = None
+    last_termination_time: Annotated[datetime, Field(strict=False)] | None = None
+    cpu_request_cores: Cores | None = None
+    memory_request_bytes: Bytes | None = None
+
+    @field_validator("last_termination_time", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        return _rfc3339_value(value)
+
+    @field_validator("last_termination_time")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+            raise ValueError("The time needs an offset, e.g. Z or +00:00")
+        return value
+
+
+class PodState(_Strict):
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"] | None = None
+    ready: bool | None = None
+    cpu_request_cores: Cores | None = None
+    memory_request_bytes: Bytes | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class IngestContainer(PressureAndGpu, Throttling, ContainerState):
     name: Name
     id: Annotated[str, Field(max_length=128)]
     image: Annotated[str, Field(max_length=512)]
@@ -112,7 +157,7 @@ class IngestContainer(PressureAndGpu, Throttling):
     restarts: SmallCount | None = None
 
 
-class IngestPod(PressureAndGpu, NetworkCounters, Throttling):
+class IngestPod(PressureAndGpu, NetworkCounters, Throttling, PodState):
     uid: Annotated[str, Field(min_length=1, max_length=64)]
     name: Name
     namespace: Name

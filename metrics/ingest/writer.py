@@ -77,6 +77,7 @@ _PG_TYPES = {
     "CharField": "text",
     "DateTimeField": "timestamptz",
     "JSONField": "jsonb",
+    "BooleanField": "bool",
 }
 
 
@@ -90,7 +91,10 @@ CONTAINER_SAMPLE_TYPES = _pg_types(ContainerSample, CONTAINER_SAMPLE_COLUMNS)
 
 _pod_usage = attrgetter(*POD_USAGE)
 _container_usage = attrgetter(*CONTAINER_USAGE)
-_container_key = attrgetter("name", "id", "image")
+# The container state columns (alerting): part of the inventory upsert and its change check.
+CONTAINER_STATE = ["ready", "state", "state_reason", "last_termination_reason", "last_termination_time"]
+_container_key = attrgetter("name", "id", "image", *CONTAINER_STATE)
+_container_state = attrgetter(*CONTAINER_STATE)
 _name = attrgetter("name")
 
 
@@ -116,14 +120,16 @@ NODE_SQL = f"""
 WITH node AS (
     INSERT INTO metrics_node
         (name, first_seen, last_seen, cpu_capacity_cores, memory_total_bytes, fs_capacity_bytes,
-         collector_info)
-    VALUES (%b::text, %b::timestamptz, %b::timestamptz, %b::float8, %b::int8, %b::int8, %b::jsonb)
+         collector_info, interval_seconds)
+    VALUES (%b::text, %b::timestamptz, %b::timestamptz, %b::float8, %b::int8, %b::int8, %b::jsonb,
+            %b::float8)
     ON CONFLICT (name) DO UPDATE SET
         first_seen = LEAST(metrics_node.first_seen, EXCLUDED.first_seen),
         {_newer("metrics_node", "cpu_capacity_cores", keep_old_when_null=True)},
         {_newer("metrics_node", "memory_total_bytes", keep_old_when_null=True)},
         {_newer("metrics_node", "fs_capacity_bytes", keep_old_when_null=True)},
         {_newer("metrics_node", "collector_info")},
+        {_newer("metrics_node", "interval_seconds")},
         last_seen = GREATEST(metrics_node.last_seen, EXCLUDED.last_seen)
     RETURNING id, first_seen
 ), sample AS (
@@ -157,12 +163,15 @@ ON CONFLICT (uid) DO UPDATE SET
 RETURNING id, uid
 """
 
+_CONTAINER_STATE_TYPES = ["bool", "text", "text", "text", "timestamptz"]
 CONTAINER_SQL = f"""
-INSERT INTO metrics_container (pod_id, name, container_id, image, first_seen, last_seen)
-SELECT * FROM unnest(%b::int8[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[])
+INSERT INTO metrics_container (pod_id, name, container_id, image, {", ".join(CONTAINER_STATE)}, first_seen, last_seen)
+SELECT * FROM unnest(%b::int8[], %b::text[], %b::text[], %b::text[],
+                     {", ".join(f"%b::{t}[]" for t in _CONTAINER_STATE_TYPES)}, %b::timestamptz[], %b::timestamptz[])
 ON CONFLICT (pod_id, name) DO UPDATE SET
     {_newer("metrics_container", "container_id")},
     {_newer("metrics_container", "image")},
+    {", ".join(_newer("metrics_container", c) for c in CONTAINER_STATE)},
     first_seen = LEAST(metrics_container.first_seen, EXCLUDED.first_seen),
     last_seen = GREATEST(metrics_container.last_seen, EXCLUDED.last_seen)
 RETURNING id, pod_id, name
@@ -188,7 +197,7 @@ class PodEntry:
     fingerprint: int
     # When its last_seen was written.
     written: float
-    # Hash of its containers' (name, runtime id, image), their names and ids in that order, and
+    # Hash of its containers' (name, runtime id, image, state), their names and ids in that order, and
     # when their last_seen was written.
     containers_fingerprint: int
     container_names: tuple[str, ...]
@@ -328,6 +337,7 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
                     usage.memory_total_bytes,
                     usage.fs_capacity_bytes,
                     json.dumps(info),
+                    interval,
                     start,
                     interval,
                     *[_node_value(usage, c) for c in _NODE_SAMPLE_COLUMNS[3:]],
@@ -539,7 +549,7 @@ def _containers(
         upsert.extend(i for i in touch if not alive.issuperset(ids[i]))
     if upsert:
         rows = sorted(
-            (pod_ids[i], c.name, c.id, c.image, end - timedelta(seconds=c.interval_seconds or pods[i].interval_seconds or interval))
+            (pod_ids[i], c.name, c.id, c.image, *_container_state(c), end - timedelta(seconds=c.interval_seconds or pods[i].interval_seconds or interval))
             for i in upsert
             for c in pods[i].containers
         )

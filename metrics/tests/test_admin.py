@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from metrics.models import ApiToken, Container, ContainerSample, GpuDevice, GpuSample, NodeSample, PodSample
+from metrics.tests import alert_helpers
 from metrics.tests.read_helpers import make_node, make_pod, node_rows, pod_rows
 from metrics.tokens import create_token, lookup_token
 
@@ -63,6 +64,7 @@ def data(db):
         pod_name="web-1", container="app",
     )
     create_token("collector-1")
+    alert_helpers.admin_rows()
     return {"node": node, "pod": pod, "container": container, "gpu": gpu}
 
 
