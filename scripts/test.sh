@@ -52,6 +52,19 @@ if wants ts || wants pg; then
     fi
 fi
 
+# The dashboard tests drive Debian's Chromium with Playwright (Playwright cannot download its own
+# browsers here). Without root the browser tests skip and say so.
+if (wants ts || wants pg) && [[ ! -x /usr/bin/chromium ]]; then
+    if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
+        log "installing Debian's chromium for the dashboard's browser tests"
+        { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; } \
+            || die "apt-get install chromium failed; the dashboard's browser tests need it"
+    else
+        log "no /usr/bin/chromium and not root: the dashboard's browser tests will be skipped"
+    fi
+fi
+
 if wants ts; then
     log "installing TimescaleDB (Apache edition) if needed"
     bash scripts/install-timescaledb.sh || die "scripts/install-timescaledb.sh failed; the ts pass needs TimescaleDB"
