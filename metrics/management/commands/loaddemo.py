@@ -229,7 +229,13 @@ class Command(BaseCommand):
         steps = int(hours * 3600 // interval)
         retention = timedelta(days=settings.RETENTION_RAW_DAYS)
         stored = duplicates = 0
-        for step in range(steps - 1, -1, -1):
+        self.stdout.write(f"loaddemo: {steps} intervals x {nodes} nodes to store ({len(pods)} pods)")
+        # A line at each tenth: a week at 10 s is 60,000 batches per node and takes minutes.
+        marks = {steps * tenth // 10 for tenth in range(1, 10)} - {0}
+        for done, step in enumerate(range(steps - 1, -1, -1)):
+            if done in marks:
+                self.stdout.write(f"loaddemo: {done * 100 // steps} % ({done}/{steps} intervals)")
+                self.stdout.flush()
             end = last_end - timedelta(seconds=step * interval)
             for index, node in enumerate(node_names):
                 body = json.dumps(make_batch(node, index, pods, end, interval, seed)).encode()
