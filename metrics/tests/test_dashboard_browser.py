@@ -1,0 +1,212 @@
+"""The dashboard in real headless Chromium, on demo data served by a real gunicorn.
+
+Each page must load without a console error and draw charts with points; the window picker must
+redraw and keep its state in the URL; the pods table must filter, sort and page. Screenshots go
+to test-output/dashboard/ (KUBEMONITOR_TEST_OUTPUT overrides the root).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from io import StringIO
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from django.core.management import call_command
+
+from metrics.ingest import writer
+from metrics.models import Pod
+from metrics.tests import browser
+from metrics.tests.gunicorn_server import Gunicorn, database_url_of_test_db
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(browser.missing_reason() is not None, reason=browser.missing_reason() or ""),
+]
+
+
+@pytest.fixture(scope="module")
+def demo(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Demo data committed to the test database (a real server reads it), removed afterwards."""
+    with django_db_blocker.unblock():
+        writer.clear_cache()
+        # 2.5 h: the data starts mid-hour, so with 1-hour buckets the first one is partial
+        # whenever the newest one (still filling) is not.
+        call_command("loaddemo", "--hours", "2.5", "--nodes", "3", stdout=StringIO())
+        url = database_url_of_test_db()
+        pod = Pod.objects.filter(namespace="shop", deployment="frontend").order_by("name").first()
+        assert pod is not None
+        info = {"pod": pod.name, "pods": Pod.objects.count()}
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    try:
+        with Gunicorn(log, url, args=["--threads", "4"], env={"ALLOW_ANONYMOUS_READS": "true"}) as server:
+            yield {"url": server.url, **info}
+    finally:
+        with django_db_blocker.unblock():
+            call_command("flush", "--noinput", verbosity=0)
+            writer.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def chromium(demo: dict[str, Any]) -> Iterator[Any]:
+    # After `demo`, so it is closed before the data is flushed: Django refuses database calls
+    # while Playwright's event loop is alive.
+    with browser.chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[browser.WatchedPage]:
+    watched = browser.WatchedPage(chromium)
+    yield watched
+    watched.page.close()
+
+
+SHOTS = browser.output_dir("dashboard") if browser.missing_reason() is None else Path("/nonexistent")
+
+
+def test_the_demo_data_has_something_for_every_page(demo: dict[str, Any], db: None) -> None:
+    # Also what makes pytest-django create the test database when this file runs alone: the
+    # browser tests cannot ask for `db`, as Django refuses database calls while Playwright's
+    # event loop runs.
+    assert Pod.objects.filter(namespace="shop", deployment="frontend").count() == 3
+    assert Pod.objects.exclude(deployment=None).values("deployment").distinct().count() == 5
+    assert set(Pod.objects.values_list("node__name", flat=True)) == {"demo-node-1", "demo-node-2", "demo-node-3"}
+
+
+def test_every_page_loads_without_console_errors_and_draws_charts_with_points(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    pod = demo["pod"]
+    pages = {
+        "overview": "/",
+        "nodes": "/nodes/",
+        "node": "/nodes/demo-node-1/",
+        "namespaces": "/namespaces/",
+        "namespace": "/namespaces/shop/",
+        "deployment": "/namespaces/shop/deployments/frontend/",
+        "pod": f"/namespaces/shop/pods/{pod}/",
+        "pods": "/pods/",
+    }
+    for name, path in pages.items():
+        p = page.open(demo["url"] + path)
+        assert page.errors == [], f"{path}: {page.errors}"
+        assert p.is_hidden("#error"), p.inner_text("#error")
+        assert p.inner_text("#updated").startswith("Updated at")
+        if name != "pods":
+            charts = page.charts()
+            assert charts, f"{path} drew no chart"
+            empty = [k for k, c in charts.items() if int(c["points"]) == 0]
+            assert not empty, f"{path}: charts without points: {empty}"
+            # A uPlot canvas per chart, with axes (their labels are DOM nodes).
+            assert p.locator("figure[data-chart] canvas").count() == len(charts)
+            assert p.locator("figure[data-chart] .u-axis").count() >= 2 * len(charts)
+        p.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_the_overview_shows_cards_and_top_consumers(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/")
+    cards = p.inner_text("#cards")
+    assert "3 / 3" in cards and "CPU" in cards and "MEMORY" in cards.upper()
+    assert re.search(r"\d+(\.\d+)? (cores|m)", cards)
+    assert p.locator("#top-pods tbody tr").count() == 10
+    assert p.locator("#top-deployments tbody tr").count() == 5
+    assert page.errors == []
+
+
+def test_a_new_window_redraws_every_chart_and_lives_in_the_url(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/namespaces/shop/deployments/frontend/")
+    before = page.charts()
+    p.select_option("#window", "900")
+    page.wait_refreshed(2)
+    after = page.charts()
+    assert after.keys() == before.keys()
+    for key in before:
+        assert after[key]["window"] != before[key]["window"], key
+        assert int(after[key]["points"]) > 0
+    assert "window=900" in p.url
+    # The state survives a reload and is carried to the next page.
+    p.reload()
+    page.wait_refreshed(1)
+    assert p.input_value("#window") == "900"
+    p.click("text=shop")
+    p.wait_for_url(re.compile(r"/namespaces/shop/\?window=900"))
+    page.wait_refreshed(1)
+    assert page.errors == []
+
+
+def test_a_custom_range_redraws_with_those_bounds(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/")
+    now = datetime.now(timezone.utc)
+    local = "%Y-%m-%dT%H:%M"  # the page runs in UTC (browser.WatchedPage)
+    p.select_option("#window", "custom")
+    assert p.is_visible("#custom-range")
+    p.fill("#range-start", (now - timedelta(hours=2)).strftime(local))
+    p.fill("#range-end", (now - timedelta(hours=1)).strftime(local))
+    p.click("#range-apply")
+    page.wait_refreshed(2)
+    assert "start=" in p.url and "end=" in p.url
+    charts = page.charts()
+    assert charts and all(int(c["points"]) > 0 for c in charts.values())
+    # A range before the demo data: every chart area says what to do instead of a flat line.
+    p.fill("#range-start", (now - timedelta(hours=20)).strftime(local))
+    p.fill("#range-end", (now - timedelta(hours=19)).strftime(local))
+    p.click("#range-apply")
+    page.wait_refreshed(3)
+    assert "No samples in this window" in p.inner_text("#charts")
+    assert page.errors == []
+
+
+def test_partial_buckets_are_marked(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    # 1-hour buckets: the newest is still filling, and the data started in the middle of the first.
+    p = page.open(demo["url"] + "/?window=604800")
+    charts = page.charts()
+    assert any(int(c["partial"]) >= 1 for c in charts.values()), charts
+    assert p.locator("figure[data-chart] .note", has_text="partial bucket").count() >= 1
+
+
+def test_pause_stops_the_refresh_and_is_kept_in_the_url(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/")
+    p.click("#pause")
+    assert "paused=1" in p.url
+    assert p.get_attribute("#pause", "aria-pressed") == "true"
+    assert p.inner_text("#pause") == "Resume"
+    p.click("#refresh-now")
+    page.wait_refreshed(2)
+    assert page.errors == []
+
+
+def test_the_pods_table_filters_sorts_and_pages(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/pods/")
+    total = demo["pods"]
+    assert p.locator("#pods-table tbody tr").count() == total
+
+    p.select_option("select[name=namespace]", "shop")
+    p.click("#pod-filters button[type=submit]")
+    page.wait_refreshed(1)
+    namespaces = p.locator("#pods-table tbody tr td:nth-child(2)").all_inner_texts()
+    assert namespaces and set(namespaces) == {"shop"}
+    assert "namespace=shop" in p.url
+
+    p.fill("input[name=q]", "frontend")
+    p.click("#pod-filters button[type=submit]")
+    page.wait_refreshed(1)
+    names = p.locator("#pods-table tbody tr td:first-child").all_inner_texts()
+    assert len(names) == 3 and all(n.startswith("frontend-") for n in names)
+
+    # Sorted by CPU, largest first: the server orders by each pod's newest sample.
+    p.goto(demo["url"] + "/pods/?sort=-cpu")
+    page.wait_refreshed(1)
+    cpu = [float(v) for v in p.locator("#pods-table td[data-unit=millicores]").evaluate_all("els => els.map(e => e.dataset.value)")]
+    assert cpu == sorted(cpu, reverse=True)
+
+    p.goto(demo["url"] + "/pods/?per_page=10")
+    page.wait_refreshed(1)
+    assert p.locator("#pods-table tbody tr").count() == 10
+    assert f"of {total}" in p.inner_text("#pods-table")
+    p.click("#pods-table a[rel=next]")
+    page.wait_refreshed(1)
+    assert p.locator("#pods-table tbody tr").count() == total - 10
+    assert "page=2" in p.url
+    p.screenshot(path=str(SHOTS / "pods-page-2.png"), full_page=True)
+    assert page.errors == []
