@@ -21,18 +21,21 @@ STAMP="$VENV/.requirements.sha256"
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 # The dashboard's charts (uPlot) come from npm and are served as static files, never from a CDN.
-node_want="$(sha256sum package-lock.json | cut -d' ' -f1)"
-node_stamp=node_modules/.package-lock.sha256
-if [[ ! -f "$node_stamp" || "$(cat "$node_stamp")" != "$node_want" ]]; then
-    if ! command -v npm >/dev/null; then
-        log "npm is missing: install Node.js and npm (Debian: apt-get install -y npm), then rerun"
-        exit 1
+if [[ -f package-lock.json ]]; then
+    node_want="$(sha256sum package-lock.json | cut -d' ' -f1)"
+    node_stamp=node_modules/.package-lock.sha256
+    if [[ ! -f "$node_stamp" || "$(cat "$node_stamp")" != "$node_want" ]]; then
+        if ! command -v npm >/dev/null; then
+            log "npm is missing: install Node.js and npm (Debian: apt-get install -y npm), then rerun"
+            exit 1
+        fi
+        log "installing the dashboard's browser libraries (npm ci)"
+        npm ci --ignore-scripts --no-audit --no-fund --no-update-notifier --loglevel=error >&2
+        mkdir -p node_modules  # npm ci makes none when there is nothing to install
+        printf '%s\n' "$node_want" >"$node_stamp"
+    else
+        log "node_modules up to date"
     fi
-    log "installing the dashboard's browser libraries (npm ci)"
-    npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
-    printf '%s\n' "$node_want" >"$node_stamp"
-else
-    log "node_modules up to date"
 fi
 
 # Every file pip reads: the -r chain of requirements-dev.txt plus the collector's own list.

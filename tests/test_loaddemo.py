@@ -35,6 +35,15 @@ def test_it_stores_one_batch_per_node_per_interval_with_every_workload() -> None
     assert PodSample.objects.count() == 13 * 60
 
 
+def test_it_shows_its_progress_while_it_loads() -> None:
+    out = loaddemo("--hours", "1", "--nodes", "1", "--interval", "60", "--no-refresh")
+    lines = out.splitlines()
+    assert lines[0] == "loaddemo: 60 intervals x 1 nodes to store (12 pods)"
+    progress = [line for line in lines if line.endswith(" intervals)")]
+    assert progress == [f"loaddemo: {p} % ({p * 60 // 100}/60 intervals)" for p in range(10, 100, 10)]
+    assert lines.index(progress[-1]) < lines.index(next(line for line in lines if "batches stored" in line))
+
+
 def test_a_rerun_stores_nothing_twice() -> None:
     loaddemo("--hours", "0.5", "--nodes", "1", "--no-refresh")
     samples = PodSample.objects.count()
