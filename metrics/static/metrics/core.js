@@ -5,7 +5,7 @@
 
 const KM = (() => {
   const REFRESH_MS = 30000;
-  const points = JSON.parse(document.getElementById("km-points").textContent);
+  const points = JSON.parse(document.body.dataset.points);
   const units = Object.fromEntries(points.map((p) => [p.name, p.unit]));
   const helps = Object.fromEntries(points.map((p) => [p.name, p.help]));
   const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d"];

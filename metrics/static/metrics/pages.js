@@ -160,7 +160,7 @@
     const d = await KM.getJSON(withWindow(data.api));
     KM.cards(document.getElementById("cards"), usageCards(d, [{ title: "Pods", value: String(d.pods), detail: "ever seen" }]));
     KM.seriesCharts(document.getElementById("charts"), d.series);
-    const names = JSON.parse(document.getElementById("km-pod-names").textContent);
+    const names = JSON.parse(data.podNames);
     await manyCharts("pod", names, data.namespace, "pods");
   }
 
