@@ -27,12 +27,13 @@ from metrics.models import Node, Pod
 View = Callable[..., HttpResponse]
 
 # Views whose API other parts of kubemonitor add: each page (and its nav item) appears only once
-# its endpoint is routed. (slug, title, API path, what the page says while it has no rows)
-OPTIONAL_VIEWS: tuple[tuple[str, str, str, str], ...] = (
-    ("model-servers", "Model servers", "/api/model-servers/",
+# one of its candidate endpoints is routed. (slug, title, API paths, what the page says while it
+# has no rows)
+OPTIONAL_VIEWS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    ("model-servers", "Model servers", ("/api/model-servers/", "/api/modelservers/"),
      "No model servers found: vLLM and SGLang pods appear here once the collector scrapes them."),
-    ("alerts", "Alerts", "/api/alerts/", "No alerts: nothing is firing and nothing has fired."),
-    ("rightsizing", "Right-sizing", "/api/rightsizing/",
+    ("alerts", "Alerts", ("/api/alerts/",), "No alerts: nothing is firing and nothing has fired."),
+    ("rightsizing", "Right-sizing", ("/api/rightsizing/", "/api/right-sizing/"),
      "No recommendations yet: they need a few hours of pod samples with requests and limits."),
 )
 
@@ -46,11 +47,12 @@ def api_exists(path: str) -> bool:
 
 
 def optional_views() -> list[dict[str, str]]:
-    return [
-        {"slug": slug, "title": title, "api": api, "empty": empty}
-        for slug, title, api, empty in OPTIONAL_VIEWS
-        if api_exists(api)
-    ]
+    found = []
+    for slug, title, paths, empty in OPTIONAL_VIEWS:
+        api = next((p for p in paths if api_exists(p)), None)
+        if api:
+            found.append({"slug": slug, "title": title, "api": api, "empty": empty})
+    return found
 
 
 def reader(view: View) -> View:
@@ -75,6 +77,7 @@ def _page(request: HttpRequest, template: str, page: str, title: str, **context:
         points_json=json.dumps([{"name": f.name, "unit": f.unit, "help": f.help} for f in series.POINTS]),
         optional_views=optional_views(),
         summary_api="/api/summary/" if api_exists("/api/summary/") else "",
+        alerts_api=next((v["api"] for v in optional_views() if v["slug"] == "alerts"), ""),
         cluster_name=settings.CLUSTER_NAME,
     )
     return render(request, f"metrics/{template}", context)
@@ -170,8 +173,17 @@ def deployment(request: HttpRequest, namespace: str, deployment: str) -> HttpRes
         api=reverse("namespace-deployment-detail", kwargs=kwargs),
         # The per-pod charts: the pods shown, at most the first page (series_many's limit is 200).
         pod_names_json=json.dumps([r["pod"].name for r in context["rows"]]),
+        rightsizing_api=_deployment_rightsizing(namespace, deployment),
         **context,
     )
+
+
+def _deployment_rightsizing(namespace: str, deployment: str) -> str:
+    """The Deployment's right-sizing endpoint, once the right-sizing work routes it."""
+    from urllib.parse import quote
+
+    path = f"/api/namespaces/{quote(namespace)}/deployments/{quote(deployment)}/rightsizing/"
+    return path if api_exists(path) else ""
 
 
 @reader

@@ -165,6 +165,7 @@ def test_views_of_apis_not_installed_are_not_offered(client: Client, shop) -> No
 
 urlpatterns = [
     path("api/alerts/", lambda request: None, name="test-alerts"),
+    path("api/namespaces/shop/deployments/web/rightsizing/", lambda request: None, name="test-rs"),
     path("", include("monitor_site.urls")),
 ]
 
@@ -173,6 +174,17 @@ def test_a_view_appears_once_its_api_is_routed(client: Client, shop, settings) -
     settings.ROOT_URLCONF = __name__
     body = client.get("/").content.decode()
     assert 'href="/views/alerts/"' in body
+    # The overview lists the active ones.
+    assert 'data-alerts-api="/api/alerts/"' in body and 'id="alerts"' in body
+    assert "/views/model-servers/" not in body
     page = client.get("/views/alerts/")
     assert page.status_code == 200
     assert 'data-api="/api/alerts/"' in page.content.decode()
+
+
+def test_a_deployment_shows_its_right_sizing_once_that_api_is_routed(client: Client, shop, settings) -> None:
+    assert 'id="rightsizing"' not in client.get("/namespaces/shop/deployments/web/").content.decode()
+    settings.ROOT_URLCONF = __name__
+    body = client.get("/namespaces/shop/deployments/web/").content.decode()
+    assert 'data-rightsizing-api="/api/namespaces/shop/deployments/web/rightsizing/"' in body
+    assert 'id="rightsizing"' in body

@@ -66,6 +66,10 @@
       }
     }
     KM.cards(document.getElementById("cards"), cardList);
+    if (data.alertsApi) {
+      const alerts = await KM.getJSON(data.alertsApi);
+      document.getElementById("alerts").replaceChildren(genericTable(alerts, "Nothing is firing."));
+    }
     const charts = document.getElementById("charts");
     if (!cluster.nodes) charts.replaceChildren(el("p", { class: "empty" }, NO_DATA));
     else KM.seriesCharts(charts, cluster.series, ["cpu", "memory", "gpu", "percent"]);
@@ -160,6 +164,10 @@
     const d = await KM.getJSON(withWindow(data.api));
     KM.cards(document.getElementById("cards"), usageCards(d, [{ title: "Pods", value: String(d.pods), detail: "ever seen" }]));
     KM.seriesCharts(document.getElementById("charts"), d.series);
+    if (data.rightsizingApi) {
+      const advice = await KM.getJSON(withWindow(data.rightsizingApi));
+      document.getElementById("rightsizing").replaceChildren(genericTable(advice, "No recommendation yet."));
+    }
     const names = JSON.parse(data.podNames);
     await manyCharts("pod", names, data.namespace, "pods");
   }
@@ -212,11 +220,16 @@
     }
   }
 
-  async function optional() {
-    const body = await KM.getJSON(withWindow(data.api));
+  // A list answer of an API this page does not know the shape of: its scalar fields as columns.
+  function genericTable(body, empty) {
     const rows = Array.isArray(body) ? body : Array.isArray(body.results) ? body.results : [body];
     const keys = rows.length ? Object.keys(rows[0]).filter((k) => rows[0][k] === null || typeof rows[0][k] !== "object") : [];
-    document.getElementById("rows").replaceChildren(table(keys.map((k) => ({ title: k.replace(/_/g, " "), cell: (r) => (r[k] === null ? "–" : String(r[k])) })), rows, data.empty));
+    return table(keys.map((k) => ({ title: k.replace(/_/g, " "), cell: (r) => (r[k] === null || r[k] === undefined ? "–" : String(r[k])) })), rows, empty);
+  }
+
+  async function optional() {
+    const body = await KM.getJSON(withWindow(data.api));
+    document.getElementById("rows").replaceChildren(genericTable(body, data.empty));
   }
 
   const pages = { overview, nodes, namespaces, node, namespace, deployment, pod, pods: null, optional };
