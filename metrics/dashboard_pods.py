@@ -1,9 +1,9 @@
 """The dashboard's pods table: filtered, sorted and paginated on the server.
 
 The Pod inventory is a plain table (not a hypertable), so counting it for the paginator is cheap.
-Sorting by name, namespace, node or age is done by PostgreSQL and reads usage for one page only;
-sorting by CPU or memory needs every matching pod's newest sample (one index probe each, see
-series.latest_pods), which stays fast for thousands of pods.
+PostgreSQL sorts and pages; usage (series.latest_pods) is read for the page's pods only. Sorting
+by CPU or memory orders by each matching pod's newest sample, found by a correlated subquery (one
+index probe per pod), which stays fast for thousands of pods (bench/dashboard.py).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Mapping
 
-from django.db.models import Q, QuerySet
+from django.db.models import ExpressionWrapper, F, FloatField, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from metrics import series
-from metrics.models import Pod
+from metrics.models import Pod, PodSample
 
 # Fields other parts of kubemonitor add to Pod (phase from the kubelet, the model-server kind):
 # their filters and columns appear once the model has them.
@@ -34,7 +34,11 @@ DB_SORTS = {
     "node": ("node__name", "namespace", "name", "id"),
     "age": ("first_seen", "id"),
 }
-USAGE_SORTS = {"cpu": "cpu_millicores", "memory": "memory_working_set_bytes"}
+# The newest sample's column each usage sort orders by (what latest_pods shows, in sample units).
+USAGE_SORTS: dict[str, Any] = {
+    "cpu": ExpressionWrapper(F("cpu_seconds") / F("interval_seconds"), output_field=FloatField()),
+    "memory": F("memory_working_set_bytes"),
+}
 SORTS = (*DB_SORTS, *USAGE_SORTS)
 
 
@@ -124,24 +128,21 @@ def pod_rows(query: PodQuery, offset: int = 0, limit: int | None = None) -> tupl
     key = query.sort.lstrip("-")
     descending = query.sort.startswith("-")
     end = None if limit is None else offset + limit
+    total = qs.count()
     if key in DB_SORTS:
-        order = DB_SORTS[key]
-        total = qs.count()
-        page = list(qs.order_by(*(f"-{o}" if descending else o for o in order))[offset:end])
-        usage = series.latest_pods(page)
+        order: list[Any] = [f"-{o}" if descending else o for o in DB_SORTS[key]]
     else:
-        everything = list(qs.order_by("name", "id"))
-        total = len(everything)
-        usage = series.latest_pods(everything)
-        metric = USAGE_SORTS[key]
-
-        def value(p: Pod) -> float:
-            v = (usage.get(p.id) or {}).get(metric)
-            # Pods without a recent sample go last either way.
-            return -1.0 if v is None else float(v)
-
-        everything.sort(key=value, reverse=descending)
-        page = everything[offset:end]
+        # The newest sample's value, looked up per pod by PostgreSQL (one index probe each on
+        # (pod, time), only the newest chunks): no pod is loaded into Python but the page's.
+        newest = PodSample.objects.filter(
+            pod_id=OuterRef("pk"), time__gte=timezone.now() - series.LATEST_LOOKBACK
+        ).order_by("-time")
+        qs = qs.annotate(sort_value=Subquery(newest.values(value=USAGE_SORTS[key])[:1]))
+        # Pods without a recent sample go last either way.
+        value = F("sort_value").desc(nulls_last=True) if descending else F("sort_value").asc(nulls_last=True)
+        order = [value, "name", "id"]
+    page = list(qs.order_by(*order)[offset:end])
+    usage = series.latest_pods(page)
     restarts = restart_field()
     kind = kind_field()
     rows = []

@@ -106,3 +106,12 @@ def test_the_ingest_bench_prints_end_to_end_raw_copy_and_their_ratio(bench_datab
     assert figure(output, rf"^\s+50 batches per COPY:\s+{NUMBER} batches/s") > 0
     assert figure(output, rf"^== ratio end to end / raw COPY: {NUMBER} % of per-batch COPY") > 0
     assert "!! non-201" not in output
+
+
+@pytest.mark.parametrize("bench_database", ["dashboard"], indirect=True)
+def test_the_dashboard_bench_prints_percentiles_for_every_case(bench_database: str) -> None:
+    output = run_bench(["bench/dashboard.py", "--tiny", "--database", bench_database])
+    assert figure(output, rf"^pods loaded: {NUMBER}") == 50
+    for case in ("pods by name, page 1", "pods by CPU", "pods by memory", "pods of a namespace by CPU", "pods by text", "overview page"):
+        assert figure(output, rf"^{case}\s+\d+\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$") > 0
+    assert figure(output, rf"^worst p95: {NUMBER} ms") > 0
