@@ -114,6 +114,20 @@ def test_the_overview_shows_cards_and_top_consumers(demo: dict[str, Any], page: 
     assert page.errors == []
 
 
+def test_hovering_a_chart_shows_the_time_and_values_with_units(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/")
+    over = p.locator('figure[data-chart="cpu|millicores"] .u-over')
+    box = over.bounding_box()
+    assert box
+    p.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2)
+    tip = p.locator('figure[data-chart="cpu|millicores"] .km-tip')
+    tip.wait_for(state="visible")
+    text = tip.inner_text()
+    assert re.search(r"\d{1,2}/\d{1,2}/\d{4}", text), text  # the bucket's date and time
+    assert re.search(r"cpu: \d+(\.\d+)? (m|cores)", text), text
+    assert page.errors == []
+
+
 def test_a_new_window_redraws_every_chart_and_lives_in_the_url(demo: dict[str, Any], page: browser.WatchedPage) -> None:
     p = page.open(demo["url"] + "/namespaces/shop/deployments/frontend/")
     before = page.charts()
