@@ -196,6 +196,8 @@ def pod(request: HttpRequest, namespace: str, pod: str) -> HttpResponse:
         request, "pod.html", "pod", f"Pod {namespace}/{pod}", pod=obj,
         api=reverse("namespace-pod-detail", kwargs=kwargs),
         containers_api=reverse("pod-container-list", kwargs=kwargs),
+        # Container series come from raw samples only; a longer window asks for usage alone.
+        raw_retention_seconds=settings.RETENTION_RAW_DAYS * 86400,
     )
 
 

@@ -149,6 +149,14 @@ def test_a_new_window_redraws_every_chart_and_lives_in_the_url(demo: dict[str, A
     assert page.errors == []
 
 
+def test_a_pod_on_a_window_longer_than_raw_retention_says_why_its_containers_have_no_charts(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + f"/namespaces/shop/pods/{demo['pod']}/?window=2592000")
+    assert "containers have raw samples only" in p.inner_text("#containers")
+    assert p.locator("#containers section.container").count() == 2  # nginx and app, usage bars only
+    assert int(page.charts()["0:cpu|millicores"]["points"]) > 0  # the pod's own series still draws
+    assert page.errors == []
+
+
 def test_a_custom_range_redraws_with_those_bounds(demo: dict[str, Any], page: browser.WatchedPage) -> None:
     p = page.open(demo["url"] + "/")
     now = datetime.now(timezone.utc)

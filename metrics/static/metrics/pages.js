@@ -185,7 +185,23 @@
   }
 
   async function pod() {
-    const [p, containers] = await Promise.all([KM.getJSON(withWindow(data.api)), KM.getJSON(withWindow(data.containersApi))]);
+    // Containers have raw samples only (RETENTION_RAW_DAYS): a longer window gets their newest
+    // usage without charts, and says why.
+    let containerNote = null;
+    let containersOf;
+    const s = KM.state();
+    const since = s.start ? (Date.now() - Date.parse(s.start)) / 1000 : s.window;
+    const rawKept = Number(data.rawRetentionSeconds);
+    if (since > rawKept) {
+      containerNote = `No container charts for this window: containers have raw samples only, kept ${rawKept / 86400} days (RETENTION_RAW_DAYS). Pick a shorter window.`;
+      containersOf = KM.getJSON(data.containersApi);
+    } else {
+      containersOf = KM.getJSON(withWindow(data.containersApi)).catch((e) => {
+        containerNote = `No container charts for this window: ${e.message.replace(/^[^:]*: /, "")}`;
+        return KM.getJSON(data.containersApi);
+      });
+    }
+    const [p, containers] = await Promise.all([KM.getJSON(withWindow(data.api)), containersOf]);
     const ooms = (p.series?.points || []).reduce((n, pt) => n + (pt.oom_kills || 0), 0);
     const known = ["url", "name", "namespace", "uid", "node", "owner_kind", "owner_name", "deployment", "qos", "labels", "cpu_limit_cores", "memory_limit_bytes", "first_seen", "last_seen", "usage", "containers", "series"];
     const owner = p.deployment ? link(`Deployment ${p.deployment}`, depHref(p.namespace, p.deployment)) : `${p.owner_kind || "none"} ${p.owner_name || ""}`;
@@ -206,6 +222,8 @@
       box.replaceChildren(el("p", { class: "empty" }, "No containers recorded for this pod."));
       return;
     }
+    box.querySelector(":scope > p.note")?.remove();
+    if (containerNote) box.prepend(el("p", { class: "note" }, containerNote));
     const present = new Set(containers.map((c) => c.name));
     for (const section of box.querySelectorAll(":scope > section")) if (!present.has(section.dataset.container)) section.remove();
     for (const c of containers) {
@@ -216,7 +234,8 @@
         box.append(section);
       }
       KM.bars(section.querySelector(".bars"), resourceBars(c.usage, c));
-      KM.seriesCharts(section.querySelector(".charts"), c.series, null, CAPACITY);
+      if (c.series) KM.seriesCharts(section.querySelector(".charts"), c.series, null, CAPACITY);
+      else section.querySelector(".charts").replaceChildren();
     }
   }
 
