@@ -92,6 +92,11 @@ def test_the_pages_carry_every_point_field_with_its_unit(client: Client, shop) -
     assert fields == {f.name: f.unit for f in series.POINTS}
 
 
+def test_an_empty_installation_says_what_to_do(client: Client) -> None:
+    assert "manage.py loaddemo" in client.get("/").content.decode()
+    assert "No pods match" in client.get("/pods/").content.decode()
+
+
 def test_it_serves_anonymous_visitors_when_reads_are_open(db, settings) -> None:
     settings.ALLOW_ANONYMOUS_READS = True
     assert Client().get("/").status_code == 200

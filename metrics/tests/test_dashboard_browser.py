@@ -149,6 +149,19 @@ def test_a_new_window_redraws_every_chart_and_lives_in_the_url(demo: dict[str, A
     assert page.errors == []
 
 
+def test_every_window_from_15_minutes_to_30_days_draws_without_errors(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/namespaces/shop/deployments/frontend/")
+    options = [o for o in p.locator("#window option").evaluate_all("os => os.map(o => o.value)") if o != "custom"]
+    assert options == ["900", "3600", "21600", "86400", "604800", "2592000"]
+    for n, seconds in enumerate(options, start=2):
+        p.select_option("#window", seconds)
+        page.wait_refreshed(n)
+        assert p.is_hidden("#error"), (seconds, p.inner_text("#error"))
+        charts = page.charts()
+        assert charts and all(int(c["points"]) > 0 for c in charts.values()), (seconds, charts)
+    assert page.errors == []
+
+
 def test_a_pod_on_a_window_longer_than_raw_retention_says_why_its_containers_have_no_charts(demo: dict[str, Any], page: browser.WatchedPage) -> None:
     p = page.open(demo["url"] + f"/namespaces/shop/pods/{demo['pod']}/?window=2592000")
     assert "containers have raw samples only" in p.inner_text("#containers")
