@@ -16,6 +16,8 @@
 #           database kubemonitor_pg).
 #   tsl     the server suite against $TSL_DATABASE_URL (a TimescaleDB with its TSL module); skipped
 #           when that variable is unset.
+# The dashboard's browser tests (Debian's chromium, installed here when root) write screenshots to
+# test-output/dashboard/ (KUBEMONITOR_TEST_OUTPUT moves the root).
 # Each pytest run uses --create-db. A pass that collects no test (pytest exit 5) fails, except
 # when extra arguments filtered it down to nothing and another pass did run tests.
 set -uo pipefail
@@ -35,6 +37,13 @@ die() { printf '[test] ERROR: %s\n' "$*" >&2; exit 1; }
 wants() { [[ ",$TEST_PASSES," == *",$1,"* ]]; }
 
 # ------------------------------------------------------------------ setup
+# bootstrap.sh installs the dashboard's chart library with npm ci; a fresh Debian has no npm.
+if ! command -v npm >/dev/null && [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing npm (Debian) for the dashboard's browser libraries"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null \
+        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }; } \
+        || die "apt-get install npm failed; scripts/bootstrap.sh needs npm"
+fi
 log "bootstrapping .venv"
 bash scripts/bootstrap.sh || die "scripts/bootstrap.sh failed"
 PY="$ROOT/.venv/bin/python"
