@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 from io import StringIO
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -64,7 +63,8 @@ def page(chromium: Any) -> Iterator[browser.WatchedPage]:
     watched.page.close()
 
 
-SHOTS = browser.output_dir("dashboard") if browser.missing_reason() is None else Path("/nonexistent")
+def shot(name: str) -> str:
+    return str(browser.output_dir("dashboard") / name)
 
 
 def test_the_demo_data_has_something_for_every_page(demo: dict[str, Any], db: None) -> None:
@@ -101,7 +101,7 @@ def test_every_page_loads_without_console_errors_and_draws_charts_with_points(de
             # A uPlot canvas per chart, with axes (their labels are DOM nodes).
             assert p.locator("figure[data-chart] canvas").count() == len(charts)
             assert p.locator("figure[data-chart] .u-axis").count() >= 2 * len(charts)
-        p.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        p.screenshot(path=shot(f"{name}.png"), full_page=True)
 
 
 def test_the_overview_shows_cards_and_top_consumers(demo: dict[str, Any], page: browser.WatchedPage) -> None:
@@ -243,5 +243,5 @@ def test_the_pods_table_filters_sorts_and_pages(demo: dict[str, Any], page: brow
     page.wait_refreshed(1)
     assert p.locator("#pods-table tbody tr").count() == total - 10
     assert "page=2" in p.url
-    p.screenshot(path=str(SHOTS / "pods-page-2.png"), full_page=True)
+    p.screenshot(path=shot("pods-page-2.png"), full_page=True)
     assert page.errors == []
