@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import pytest
 from django.core.management import call_command
+from django.db import connections
+from django.test.utils import setup_databases, teardown_databases
 
 from metrics.ingest import writer
 from metrics.models import Pod
@@ -29,7 +31,12 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def demo(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Demo data committed to the test database (a real server reads it), removed afterwards."""
+    own_database = None
     with django_db_blocker.unblock():
+        # pytest-django creates the test database only when a collected test asks for `db`; with
+        # these tests alone (-k), none does, so it is made here.
+        if not connections["default"].settings_dict["NAME"].startswith("test_"):
+            own_database = setup_databases(verbosity=0, interactive=False, aliases={"default"})
         writer.clear_cache()
         # 2.5 h: the data starts mid-hour, so with 1-hour buckets the first one is partial
         # whenever the newest one (still filling) is not.
@@ -46,12 +53,16 @@ def demo(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest
         with django_db_blocker.unblock():
             call_command("flush", "--noinput", verbosity=0)
             writer.clear_cache()
+            if own_database is not None:
+                connections.close_all()
+                teardown_databases(own_database, verbosity=0)
 
 
 @pytest.fixture(scope="module")
 def chromium(demo: dict[str, Any]) -> Iterator[Any]:
-    # After `demo`, so it is closed before the data is flushed: Django refuses database calls
-    # while Playwright's event loop is alive.
+    # After `demo`, so it is closed before the demo data is flushed: while Playwright's event
+    # loop runs, Django refuses database calls as if made from async code. So the browser tests
+    # ask for no `db`; they only read what `demo` committed, through the server.
     with browser.chromium() as b:
         yield b
 
@@ -68,9 +79,6 @@ def shot(name: str) -> str:
 
 
 def test_the_demo_data_has_something_for_every_page(demo: dict[str, Any], db: None) -> None:
-    # Also what makes pytest-django create the test database when this file runs alone: the
-    # browser tests cannot ask for `db`, as Django refuses database calls while Playwright's
-    # event loop runs.
     assert Pod.objects.filter(namespace="shop", deployment="frontend").count() == 3
     assert Pod.objects.exclude(deployment=None).values("deployment").distinct().count() == 5
     assert set(Pod.objects.values_list("node__name", flat=True)) == {"demo-node-1", "demo-node-2", "demo-node-3"}
@@ -200,14 +208,27 @@ def test_partial_buckets_are_marked(demo: dict[str, Any], page: browser.WatchedP
     assert p.locator("figure[data-chart] .note", has_text="partial bucket").count() >= 1
 
 
-def test_pause_stops_the_refresh_and_is_kept_in_the_url(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+def test_it_refreshes_every_30_seconds_until_paused(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    # Playwright's fake clock drives the page's timers, so the test need not wait 30 s.
+    page.page.clock.install()
     p = page.open(demo["url"] + "/")
+    page.page.clock.run_for(31_000)
+    page.wait_refreshed(2)
+    assert p.inner_text("#updated").startswith("Updated at")
+
     p.click("#pause")
     assert "paused=1" in p.url
     assert p.get_attribute("#pause", "aria-pressed") == "true"
     assert p.inner_text("#pause") == "Resume"
+    page.page.clock.run_for(95_000)
+    p.wait_for_timeout(500)
+    assert page.refreshes() == 2
+    # Refresh still works by hand, and a paused view stays paused when reloaded.
     p.click("#refresh-now")
-    page.wait_refreshed(2)
+    page.wait_refreshed(3)
+    p.reload()
+    page.wait_refreshed(1)
+    assert p.inner_text("#pause") == "Resume"
     assert page.errors == []
 
 

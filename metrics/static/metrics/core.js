@@ -10,6 +10,7 @@ const KM = (() => {
   const helps = Object.fromEntries(points.map((p) => [p.name, p.help]));
   const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d"];
   const charts = new Map();
+  const specs = new Map(); // figure -> the spec its plot shows now
   let refreshFn = null;
   let timer = null;
   let running = null;
@@ -266,10 +267,12 @@ const KM = (() => {
 
   // Buckets that data covers only in part (still filling, data started or stopped in them, a
   // collector gap) are shaded and their points circled, so a dip there is not read as a drop.
-  function partialPlugin(coverage, step) {
+  // `current()` is the chart's newest spec: a refresh swaps the data in place (setData).
+  function partialPlugin(current) {
     return {
       hooks: {
         draw: (u) => {
+          const { coverage, step } = current();
           const ctx = u.ctx;
           ctx.save();
           const top = u.bbox.top;
@@ -302,7 +305,7 @@ const KM = (() => {
     };
   }
 
-  function tooltipPlugin(unit, coverage) {
+  function tooltipPlugin(current) {
     let tip;
     return {
       hooks: {
@@ -311,6 +314,7 @@ const KM = (() => {
           u.over.appendChild(tip);
         },
         setCursor: (u) => {
+          const { unit, coverage } = current();
           const i = u.cursor.idx;
           if (i === null || i === undefined || u.cursor.left < 0) {
             tip.hidden = true;
@@ -340,19 +344,33 @@ const KM = (() => {
       box = el("figure", { class: "chart", "data-chart": key });
       container.append(box);
     }
-    const old = charts.get(box);
-    if (old) old.destroy();
-    box.replaceChildren(el("figcaption", {}, spec.title));
     const known = spec.series.reduce((n, s) => n + s.values.filter((v) => v !== null && v !== undefined).length, 0);
     const partial = spec.coverage.filter((c, i) => c !== null && c !== undefined && c < PARTIAL && spec.series.some((s) => s.values[i] !== null && s.values[i] !== undefined)).length;
     box.dataset.points = String(known);
     box.dataset.partial = String(partial);
     box.dataset.window = `${spec.times[0] || ""}/${spec.step}`;
-    if (!known) {
-      box.append(el("p", { class: "empty" }, "No data in this window. Pick a longer window, or check that the collector on this node is running."));
-      charts.delete(box);
+    const note = () => (partial ? el("p", { class: "note" }, `${partial} partial bucket${partial > 1 ? "s" : ""} (shaded, points circled): the data covers only part of them.`) : null);
+    const old = charts.get(box);
+    const labels = spec.series.map((s) => s.label).join("\n");
+    // A refresh of the same lines swaps the data in place: no flicker, the cursor stays.
+    if (old && known && box.dataset.labels === labels && box.dataset.unit === spec.unit) {
+      specs.set(box, spec);
+      old.setData([spec.times, ...spec.series.map((s) => s.values)]);
+      box.querySelector(":scope > p.note")?.remove();
+      const n = note();
+      if (n) box.append(n);
       return;
     }
+    if (old) old.destroy();
+    charts.delete(box);
+    box.dataset.labels = labels;
+    box.dataset.unit = spec.unit;
+    box.replaceChildren(el("figcaption", {}, spec.title));
+    if (!known) {
+      box.append(el("p", { class: "empty" }, "No data in this window. Pick a longer window, or check that the collector on this node is running."));
+      return;
+    }
+    specs.set(box, spec);
     const opts = {
       width: Math.max(280, box.clientWidth || container.clientWidth || 600),
       height: 200,
@@ -378,11 +396,12 @@ const KM = (() => {
           value: (u, v) => fmt(v, spec.unit),
         })),
       ],
-      plugins: [partialPlugin(spec.coverage, spec.step), tooltipPlugin(spec.unit, spec.coverage)],
+      plugins: [partialPlugin(() => specs.get(box)), tooltipPlugin(() => specs.get(box))],
     };
     const plot = new uPlot(opts, [spec.times, ...spec.series.map((s) => s.values)], box);
     charts.set(box, plot);
-    if (partial) box.append(el("p", { class: "note" }, `${partial} partial bucket${partial > 1 ? "s" : ""} (shaded, points circled): the data covers only part of them.`));
+    const n = note();
+    if (n) box.append(n);
   }
 
   // Every chartable field of one series (an API `series` object), grouped by family and unit.
