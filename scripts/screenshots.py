@@ -25,10 +25,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "monitor_site.settings")
 from metrics.tests import browser  # noqa: E402
 from metrics.tests.gunicorn_server import Gunicorn  # noqa: E402
 
+# name: (path, whole page rather than the first 1000 px)
 SHOTS = {
-    "dashboard-overview.png": "/",
-    "dashboard-deployment.png": "/namespaces/shop/deployments/frontend/",
-    "dashboard-pods.png": "/pods/?sort=-cpu",
+    "dashboard-overview.png": ("/", True),  # down to the top consumers
+    "dashboard-deployment.png": ("/namespaces/shop/deployments/frontend/", False),
+    "dashboard-pods.png": ("/pods/?sort=-cpu", False),
 }
 
 
@@ -54,11 +55,11 @@ def main() -> int:
         with Gunicorn(Path(tmp) / "gunicorn.log", env["DATABASE_URL"], args=["--threads", "4"], env=server_env) as server:
             with browser.chromium() as chromium:
                 page = browser.WatchedPage(chromium, width=1400, height=1000)
-                for name, path in SHOTS.items():
+                for name, (path, full_page) in SHOTS.items():
                     p = page.open(server.url + path)
                     # Clear of the cursor, so no tooltip is caught in the picture.
                     p.mouse.move(0, 0)
-                    p.screenshot(path=str(args.out / name))
+                    p.screenshot(path=str(args.out / name), full_page=full_page)
                     print(f"screenshots: {args.out / name}")
                 if page.errors:
                     print("screenshots: console errors:\n  " + "\n  ".join(page.errors), file=sys.stderr)

@@ -124,7 +124,8 @@ const KM = (() => {
     switch (unit) {
       case "millicores":
         if (Math.abs(v) >= 10000) return `${(v / 1000).toFixed(0)} cores`;
-        return Math.abs(v) >= 1000 ? `${(v / 1000).toFixed(2)} cores` : `${v.toFixed(Math.abs(v) < 10 ? 1 : 0)} m`;
+        if (Math.abs(v) >= 1000) return `${v % 1000 === 0 ? v / 1000 : (v / 1000).toFixed(2)} cores`;
+        return `${v.toFixed(Math.abs(v) < 10 ? 1 : 0)} m`;
       case "bytes":
         return bytes(v);
       case "bytes/s":
