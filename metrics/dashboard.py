@@ -140,6 +140,7 @@ def node(request: HttpRequest, node: str) -> HttpResponse:
     return _page(
         request, "node.html", "node", f"Node {node}", node=obj,
         api=reverse("node-detail", kwargs={"node": node}),
+        gpus_api=reverse("node-gpu-list", kwargs={"node": node}),
         **_pods_context(request, {"node": node}, 50),
     )
 

@@ -234,11 +234,14 @@ const KM = (() => {
   }
 
   // --- charts -------------------------------------------------------------------------------
-  const FAMILY_TITLES = { cpu: "CPU", memory: "Memory", disk: "Disk I/O", net: "Network", percent: "Percent of limit and capacity", oom: "OOM kills", gpu: "GPU" };
+  const FAMILY_TITLES = { cpu: "CPU", memory: "Memory", disk: "Disk I/O", net: "Network", percent: "Percent of limit and capacity", oom: "OOM kills", gpu: "GPU", psi: "Pressure stall", fs: "Filesystem" };
+  // A chart per family and unit; these pairs have a better title than "GPU (W)".
+  const GROUP_TITLES = { "gpu|W": "GPU power", "gpu|°C": "GPU temperature", "gpu|%": "GPU utilization and memory", "gpu|bytes": "GPU memory" };
 
   function family(p) {
     const fam = p.name.split("_")[0];
-    if (p.unit === "%" && fam !== "gpu") return "percent";
+    // CPU and memory as a share of limit, capacity or CFS periods: one chart.
+    if (p.unit === "%" && (fam === "cpu" || fam === "memory")) return "percent";
     return fam;
   }
 
@@ -252,7 +255,7 @@ const KM = (() => {
       if (!seriesPoints.some((pt) => pt[p.name] !== null && pt[p.name] !== undefined)) continue;
       const key = `${fam}|${p.unit}`;
       if (!out.has(key)) {
-        const title = FAMILY_TITLES[fam] || fam.replace(/^\w/, (c) => c.toUpperCase());
+        const title = GROUP_TITLES[key] || FAMILY_TITLES[fam] || fam.replace(/^\w/, (c) => c.toUpperCase());
         out.set(key, { key, title: `${title} (${p.unit})`, unit: p.unit, fields: [] });
       }
       out.get(key).fields.push(p.name);

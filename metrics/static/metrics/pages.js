@@ -135,12 +135,26 @@
       { title: "Disk", value: fmt(n.fs_capacity_bytes, "bytes"), detail: "filesystem capacity" },
       { title: "Last seen", value: KM.time(n.last_seen), detail: n.collector_info?.version ? `collector ${n.collector_info.version}` : null },
     ]);
-    // GPUs, when the answer lists them (the GPU work adds them per node).
-    const gpus = Array.isArray(n.gpus) ? n.gpus : [];
+    // The node's GPUs (and MIG instances), each with who holds it and its charts; none: nothing.
+    const gpus = await KM.getAll(withWindow(data.gpusApi));
     const box = document.getElementById("gpus");
     if (gpus.length) {
-      const keys = Object.keys(gpus[0]).filter((k) => typeof gpus[0][k] !== "object");
-      box.replaceChildren(el("h2", {}, "GPUs"), table(keys.map((k) => ({ title: k.replace(/_/g, " "), cell: (g) => String(g[k] ?? "–") })), gpus));
+      const holder = (g) => (g.pod ? link(`${g.pod.namespace}/${g.pod.name}`, page(`/namespaces/${encodeURIComponent(g.pod.namespace)}/pods/${encodeURIComponent(g.pod.name)}/`)) : "–");
+      const sections = gpus.map((g) => {
+        const charts = el("div", { class: "charts" });
+        const section = el("section", { class: "gpu", "data-gpu": g.uuid }, el("h3", {}, `GPU ${g.index} · ${g.model} `, el("small", { class: "muted" }, g.uuid)), charts);
+        return [section, charts, g];
+      });
+      box.replaceChildren(el("h2", {}, "GPUs"), table([
+        { title: "GPU", cell: (g) => `${g.index}${g.mig_instance ? " (MIG)" : ""}` },
+        { title: "Model", cell: (g) => g.model },
+        { title: "Pod", cell: holder },
+        { title: "Utilization", num: true, cell: (g) => fmt(g.usage?.gpu_utilization_percent, "%") },
+        { title: "Memory", num: true, cell: (g) => `${fmt(g.usage?.gpu_memory_bytes, "bytes")} of ${fmt(g.memory_total_bytes, "bytes")}` },
+        { title: "Power", num: true, cell: (g) => fmt(g.usage?.gpu_power_watts, "W") },
+        { title: "Temperature", num: true, cell: (g) => fmt(g.usage?.gpu_temperature_celsius, "°C") },
+      ], gpus), ...sections.map(([section]) => section));
+      for (const [, charts, g] of sections) if (g.series) KM.seriesCharts(charts, g.series, ["gpu"]);
     } else box.replaceChildren();
     KM.seriesCharts(document.getElementById("charts"), n.series);
   }
