@@ -80,7 +80,7 @@ def shot(name: str) -> str:
 
 def test_the_demo_data_has_something_for_every_page(demo: dict[str, Any], db: None) -> None:
     assert Pod.objects.filter(namespace="shop", deployment="frontend").count() == 3
-    assert Pod.objects.exclude(deployment=None).values("deployment").distinct().count() == 5
+    assert Pod.objects.exclude(deployment=None).values("deployment").distinct().count() == 6
     assert set(Pod.objects.values_list("node__name", flat=True)) == {"demo-node-1", "demo-node-2", "demo-node-3"}
 
 
@@ -118,7 +118,21 @@ def test_the_overview_shows_cards_and_top_consumers(demo: dict[str, Any], page: 
     assert "3 / 3" in cards and "CPU" in cards and "MEMORY" in cards.upper()
     assert re.search(r"\d+(\.\d+)? (cores|m)", cards)
     assert p.locator("#top-pods tbody tr").count() == 10
-    assert p.locator("#top-deployments tbody tr").count() == 5
+    assert p.locator("#top-deployments tbody tr").count() == 6
+    assert page.errors == []
+
+
+def test_a_gpu_node_shows_its_gpus_who_holds_them_and_their_charts(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/nodes/demo-node-1/")
+    gpus = p.inner_text("#gpus")
+    assert "NVIDIA L4" in gpus and "ml/vllm-" in gpus
+    assert p.locator("#gpus section.gpu").count() == 2
+    charts = [c for k, c in page.charts().items() if c["chart"].startswith("gpu|")]
+    assert {c["chart"] for c in charts} >= {"gpu|%", "gpu|W", "gpu|°C", "gpu|bytes"}
+    assert all(int(c["points"]) > 0 for c in charts)
+    # A node without GPUs shows none and no GPU section.
+    p2 = page.open(demo["url"] + "/nodes/demo-node-2/")
+    assert p2.inner_text("#gpus") == ""
     assert page.errors == []
 
 
