@@ -27,6 +27,12 @@ RUN pip wheel --wheel-dir /wheels -r requirements.txt \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-index --find-links /wheels -r requirements.txt
 
+# The dashboard's chart library from package-lock.json (npm ci), served as static files.
+FROM node:20-bookworm-slim AS assets
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+
 # ------------------------------------------------------------------------------ api
 FROM ${PYTHON_IMAGE} AS api
 LABEL org.opencontainers.image.title="kubemonitor-api" \
@@ -48,6 +54,7 @@ WORKDIR /app
 COPY manage.py ./
 COPY monitor_site ./monitor_site
 COPY metrics ./metrics
+COPY --from=assets /src/node_modules/uplot/dist ./node_modules/uplot/dist
 # Static files are collected at build time and served by whitenoise from the image. The settings
 # refuse to load without a SECRET_KEY; this throwaway one exists only during this RUN.
 # STATIC_MANIFEST=1 because the manifest this step writes does not exist yet to switch it on.

@@ -1,7 +1,7 @@
 """Content-Security-Policy on every response (Django 5.2 has no built-in CSP).
 
-Scripts only from this origin: the dashboard loads metrics/dashboard.js and Swagger UI is served
-as the split view (its init script is a separate file), so no inline script is needed. Swagger UI
+Scripts only from this origin: the dashboard loads metrics/core.js, pages.js and uPlot (static
+files; the data a page needs is in data- attributes), and Swagger UI is served as the split view (its init script is a separate file), so no inline script is needed. Swagger UI
 sets inline styles and shows data: images, hence those two allowances.
 """
 

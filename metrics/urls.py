@@ -1,4 +1,4 @@
-"""Routes of the metrics app: the API under /api/, its schema and docs, health probes."""
+"""Routes of the metrics app: the API under /api/, its schema and docs, health probes, the dashboard."""
 
 from __future__ import annotations
 
@@ -18,5 +18,17 @@ urlpatterns = [
     path("api/auth/", include("rest_framework.urls")),
     path("api/ingest/", IngestView.as_view(), name="ingest"),
     path("api/", include(api_urlpatterns)),
-    path("", dashboard.dashboard, name="dashboard"),
+    # The dashboard (metrics/dashboard.py).
+    path("", dashboard.overview, name="dashboard"),
+    path("nodes/", dashboard.nodes, name="dash-nodes"),
+    path("nodes/<str:node>/", dashboard.node, name="dash-node"),
+    path("namespaces/", dashboard.namespaces, name="dash-namespaces"),
+    path("namespaces/<str:namespace>/", dashboard.namespace, name="dash-namespace"),
+    path(
+        "namespaces/<str:namespace>/deployments/<str:deployment>/", dashboard.deployment,
+        name="dash-deployment",
+    ),
+    path("namespaces/<str:namespace>/pods/<str:pod>/", dashboard.pod, name="dash-pod"),
+    path("pods/", dashboard.pods, name="dash-pods"),
+    path("views/<slug:slug>/", dashboard.optional, name="dash-optional"),
 ]

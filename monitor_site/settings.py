@@ -144,6 +144,9 @@ STORAGES = {
         )
     },
 }
+# The dashboard's chart library, installed from package-lock.json by `npm ci` (scripts/bootstrap.sh,
+# the Dockerfile's assets stage) and served from here as /static/vendor/uplot/: no CDN.
+STATICFILES_DIRS = [("vendor/uplot", BASE_DIR / "node_modules" / "uplot" / "dist")]
 # Serve straight from the app directories when collectstatic has not run (tests, dev).
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 

@@ -16,6 +16,8 @@
 #           database kubemonitor_pg).
 #   tsl     the server suite against $TSL_DATABASE_URL (a TimescaleDB with its TSL module); skipped
 #           when that variable is unset.
+# The dashboard's browser tests (Debian's chromium, installed here when root) write screenshots to
+# test-output/dashboard/ (KUBEMONITOR_TEST_OUTPUT moves the root).
 # Each pytest run uses --create-db. A pass that collects no test (pytest exit 5) fails, except
 # when extra arguments filtered it down to nothing and another pass did run tests.
 set -uo pipefail
@@ -35,6 +37,13 @@ die() { printf '[test] ERROR: %s\n' "$*" >&2; exit 1; }
 wants() { [[ ",$TEST_PASSES," == *",$1,"* ]]; }
 
 # ------------------------------------------------------------------ setup
+# bootstrap.sh installs the dashboard's chart library with npm ci; a fresh Debian has no npm.
+if ! command -v npm >/dev/null && [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing npm (Debian) for the dashboard's browser libraries"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null \
+        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }; } \
+        || die "apt-get install npm failed; scripts/bootstrap.sh needs npm"
+fi
 log "bootstrapping .venv"
 bash scripts/bootstrap.sh || die "scripts/bootstrap.sh failed"
 PY="$ROOT/.venv/bin/python"
@@ -49,6 +58,19 @@ if wants ts || wants pg; then
         fi
         pg_isready -q -h "$PGHOST_ADDR" -p "$PGPORT_NUM" \
             || die "PostgreSQL is not reachable at ${PGHOST_ADDR}:${PGPORT_NUM}"
+    fi
+fi
+
+# The dashboard tests drive Debian's Chromium with Playwright (Playwright cannot download its own
+# browsers here). Without root the browser tests skip and say so.
+if (wants ts || wants pg) && [[ ! -x /usr/bin/chromium ]]; then
+    if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
+        log "installing Debian's chromium for the dashboard's browser tests"
+        { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; } \
+            || die "apt-get install chromium failed; the dashboard's browser tests need it"
+    else
+        log "no /usr/bin/chromium and not root: the dashboard's browser tests will be skipped"
     fi
 fi
 

@@ -119,3 +119,12 @@ def test_the_alerts_bench_prints_the_time_of_each_evaluation_cycle(bench_databas
     for cycle in (1, 2, 3):
         assert figure(output, rf"^cycle {cycle}: {NUMBER} ms \(20 rules") > 0
     assert figure(output, rf"^steady cycle median: {NUMBER} ms") > 0
+
+
+@pytest.mark.parametrize("bench_database", ["dashboard"], indirect=True)
+def test_the_dashboard_bench_prints_percentiles_for_every_case(bench_database: str) -> None:
+    output = run_bench(["bench/dashboard.py", "--tiny", "--database", bench_database])
+    assert figure(output, rf"^pods loaded: {NUMBER}") == 50
+    for case in ("pods by name, page 1", "pods by CPU", "pods by memory", "pods of a namespace by CPU", "pods by text", "overview page"):
+        assert figure(output, rf"^{case}\s+\d+\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$") > 0
+    assert figure(output, rf"^worst p95: {NUMBER} ms") > 0

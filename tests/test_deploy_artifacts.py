@@ -474,6 +474,10 @@ def test_the_collector_runs_from_its_image_contents_with_only_its_requirements(t
 
 def test_the_api_image_build_step_works_with_only_what_the_dockerfile_copies(tmp_path: Path, dockerfile: str) -> None:
     _copy_like_the_dockerfile(tmp_path, ["manage.py", "monitor_site", "metrics"])
+    # What the assets stage's npm ci leaves, copied like `COPY --from=assets`.
+    copied = re.search(r"^COPY --from=assets /src/(\S+) \./(\S+)$", dockerfile, re.M)
+    assert copied and copied.group(1) == copied.group(2) == "node_modules/uplot/dist"
+    _copy_like_the_dockerfile(tmp_path, [copied.group(1)])
     static = tmp_path / "staticfiles"
     # The same variables the Dockerfile's collectstatic step sets, read from the Dockerfile itself.
     step = re.search(r"^RUN ((?:[A-Z_]+=\S+ )+)python manage.py collectstatic", dockerfile, re.M)
@@ -488,3 +492,4 @@ def test_the_api_image_build_step_works_with_only_what_the_dockerfile_copies(tmp
     manifest = json.loads((static / "staticfiles.json").read_text())
     assert any(name.startswith("admin/") for name in manifest["paths"])
     assert any(name.startswith("drf_spectacular_sidecar/") for name in manifest["paths"])
+    assert "vendor/uplot/uPlot.iife.min.js" in manifest["paths"]

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from metrics.models import Container, Node, NodeSample, Pod, PodSample
+from metrics.models import Container, GpuDevice, Node, NodeSample, Pod, PodSample
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,14 +25,35 @@ def test_it_stores_one_batch_per_node_per_interval_with_every_workload() -> None
     assert set(Node.objects.values_list("name", flat=True)) == {"demo-node-1", "demo-node-2"}
     assert NodeSample.objects.count() == 120
     namespaces = set(Pod.objects.values_list("namespace", flat=True))
-    assert namespaces == {"shop", "data", "kube-system", "kubemonitor"}
+    assert namespaces == {"shop", "data", "kube-system", "kubemonitor", "ml"}
     assert set(Pod.objects.exclude(deployment=None).values_list("deployment", flat=True)) == {
-        "frontend", "cart", "checkout", "etl", "coredns"
+        "frontend", "cart", "checkout", "etl", "coredns", "vllm"
     }
-    # 11 replicas plus one collector per node; the frontend pods have two containers.
-    assert Pod.objects.count() == 13
-    assert Container.objects.count() == 16
-    assert PodSample.objects.count() == 13 * 60
+    # 12 replicas plus one collector per node; the frontend pods have two containers.
+    assert Pod.objects.count() == 14
+    assert Container.objects.count() == 17
+    assert PodSample.objects.count() == 14 * 60
+
+
+def test_the_first_node_has_two_gpus_and_the_model_server_holds_one() -> None:
+    loaddemo("--hours", "0.5", "--nodes", "2", "--no-refresh")
+    devices = GpuDevice.objects.select_related("node").order_by("index")
+    assert [(d.node.name, d.index, d.name) for d in devices] == [
+        ("demo-node-1", 0, "NVIDIA L4"), ("demo-node-1", 1, "NVIDIA L4")
+    ]
+    vllm = Pod.objects.get(deployment="vllm")
+    assert vllm.node.name == "demo-node-1"
+    busy = PodSample.objects.filter(pod=vllm).values_list("gpu_utilization_percent", flat=True)
+    assert busy and all(0 < u <= 100 for u in busy)
+
+
+def test_it_shows_its_progress_while_it_loads() -> None:
+    out = loaddemo("--hours", "1", "--nodes", "1", "--interval", "60", "--no-refresh")
+    lines = out.splitlines()
+    assert lines[0] == "loaddemo: 60 intervals x 1 nodes to store (13 pods)"
+    progress = [line for line in lines if line.endswith(" intervals)")]
+    assert progress == [f"loaddemo: {p} % ({p * 60 // 100}/60 intervals)" for p in range(10, 100, 10)]
+    assert lines.index(progress[-1]) < lines.index(next(line for line in lines if "batches stored" in line))
 
 
 def test_a_rerun_stores_nothing_twice() -> None:

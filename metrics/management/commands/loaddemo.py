@@ -1,7 +1,7 @@
 """Load realistic synthetic data: `manage.py loaddemo [--hours 6] [--nodes 3] [--interval 60]`.
 
-A small cluster (a web shop, a data namespace, cluster add-ons, a collector DaemonSet) over the last
-hours: one batch per node per interval, through the same validation (`parse_batch`) and writer
+A small cluster (a web shop, a data namespace, cluster add-ons, a collector DaemonSet, a vLLM model
+server on the first node's GPU, two NVIDIA L4s there) over the last hours: one batch per node per interval, through the same validation (`parse_batch`) and writer
 (`writer.store`) as POST /api/ingest/, so the demo is stored exactly like collector data. CPU
 follows a daily curve with noise, memory creeps and drops at a restart, disk and network follow
 the CPU. Everything is derived from --seed, so a rerun produces the same batches, which ingest
@@ -43,6 +43,7 @@ class Workload:
     memory_limit: int | None
     io_bytes_per_cpu_second: float = 2 * MiB
     net_bytes_per_cpu_second: float = 4 * MiB
+    gpus: int = 0  # GPUs per replica; such pods run on the GPU node (the first)
 
 
 WORKLOADS = (
@@ -59,7 +60,14 @@ WORKLOADS = (
              0.01, 25 * MiB, None, 170 * MiB, 0, 1 * MiB),
     Workload("kubemonitor", "kubemonitor-collector", "DaemonSet", 0, (("collector", "kubemonitor/collector:1.0.0"),),
              0.004, 35 * MiB, 0.2, 128 * MiB, 0, 0.5 * MiB),
+    # Last, so the pods above keep their nodes. A model server holding one of the GPU node's GPUs.
+    Workload("ml", "vllm", "Deployment", 1, (("vllm", "vllm/vllm-openai:v0.6.3"),), 0.8, 6 * GiB, 4.0,
+             16 * GiB, 0.5 * MiB, 2 * MiB, gpus=1),
 )
+# The first node's GPUs: 24 GiB NVIDIA L4s; the first is the model server's, the second idle.
+GPUS_ON_FIRST_NODE = 2
+GPU_MODEL = "NVIDIA L4"
+GPU_MEMORY = 24 * GiB
 
 
 def _stable_hex(*parts: Any, length: int = 10) -> str:
@@ -100,7 +108,12 @@ def build_pods(nodes: list[str]) -> list[DemoPod]:
             else:
                 name = f"{w.name}-{_stable_hex(w.name, i, length=5)}"
                 owner_kind, owner_name, deployment = w.kind, w.name, None
-            node = nodes[i] if w.kind == "DaemonSet" else nodes[slot % len(nodes)]
+            if w.kind == "DaemonSet":
+                node = nodes[i]
+            elif w.gpus:
+                node = nodes[0]
+            else:
+                node = nodes[slot % len(nodes)]
             slot += 1
             uid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"kubemonitor-demo/{w.namespace}/{name}"))
             pods.append(DemoPod(w, name, uid, node, owner_kind, owner_name, deployment, phase=(slot * 0.7) % 6.28))
@@ -126,7 +139,15 @@ def pod_usage(pod: DemoPod, end: datetime, interval: float, rng: random.Random) 
     cpu_seconds = cpu_cores * interval
     io = cpu_seconds * w.io_bytes_per_cpu_second
     net = cpu_seconds * w.net_bytes_per_cpu_second
+    gpu: dict[str, Any] = {}
+    if w.gpus:
+        # Busy with the day's requests; the weights and KV cache fill most of the device.
+        gpu = {
+            "gpu_utilization_percent": round(min(100.0, 55 * _daily(end, pod.phase) * rng.uniform(0.85, 1.15)), 1),
+            "gpu_memory_bytes": int(GPU_MEMORY * 0.9 * rng.uniform(0.98, 1.0)),
+        }
     return {
+        **gpu,
         "cpu_seconds": round(cpu_seconds, 6),
         "memory_working_set_bytes": memory,
         "disk_read_bytes": int(io * rng.uniform(0.1, 0.4)),
@@ -161,6 +182,10 @@ def make_batch(node: str, node_index: int, pods: list[DemoPod], end: datetime, i
                 "cpu_limit_cores": pod.workload.cpu_limit / n if pod.workload.cpu_limit else None,
                 "memory_limit_bytes": pod.workload.memory_limit // n if pod.workload.memory_limit else None,
             })
+        if pod.workload.gpus:
+            for c in containers:
+                c["gpu_utilization_percent"] = usage["gpu_utilization_percent"]
+                c["gpu_memory_bytes"] = usage["gpu_memory_bytes"]
         pod_entries.append({
             "uid": pod.uid,
             "name": pod.name,
@@ -180,7 +205,7 @@ def make_batch(node: str, node_index: int, pods: list[DemoPod], end: datetime, i
     # The node: its pods plus the system (kubelet, runtime, journald).
     system_cpu = 0.15 * interval * rng.uniform(0.8, 1.2)
     working_set = totals["memory_working_set_bytes"] + int(1.5 * GiB)
-    return {
+    batch: dict[str, Any] = {
         "node": node,
         "time": end.isoformat().replace("+00:00", "Z"),
         "interval_seconds": interval,
@@ -200,6 +225,38 @@ def make_batch(node: str, node_index: int, pods: list[DemoPod], end: datetime, i
         "pods": pod_entries,
         "collector": {"version": "demo"},
     }
+    if node_index == 0:
+        batch["gpus"] = demo_gpus(node, [p for p in pods if p.node == node and p.workload.gpus], pod_entries, rng)
+    return batch
+
+
+def demo_gpus(node: str, holders: list[DemoPod], entries: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
+    by_uid = {e["uid"]: e for e in entries}
+    gpus = []
+    for index in range(GPUS_ON_FIRST_NODE):
+        holder = holders[index] if index < len(holders) else None
+        used = by_uid[holder.uid] if holder else None
+        utilization = used["gpu_utilization_percent"] if used else 0.0
+        memory = used["gpu_memory_bytes"] if used else 0
+        gpus.append({
+            "uuid": f"GPU-{uuid.uuid5(uuid.NAMESPACE_URL, f'kubemonitor-demo/{node}/gpu{index}')}",
+            "index": index,
+            "name": GPU_MODEL,
+            "memory_total_bytes": GPU_MEMORY,
+            "mig_mode": "disabled",
+            "driver_version": "550.90.07",
+            "utilization_percent": utilization,
+            "memory_used_bytes": memory,
+            # An L4 idles near 16 W and is capped at 72 W.
+            "power_watts": round(16 + 0.5 * utilization * rng.uniform(0.95, 1.05), 1),
+            "temperature_celsius": round(34 + 0.35 * utilization + rng.uniform(-1, 1), 1),
+            "pods": [{
+                "uid": holder.uid, "namespace": holder.workload.namespace, "pod": holder.name,
+                "container": holder.workload.containers[0][0], "allocated": True,
+                "memory_bytes": memory, "utilization_percent": utilization,
+            }] if holder else [],
+        })
+    return gpus
 
 
 class Command(BaseCommand):
@@ -229,7 +286,13 @@ class Command(BaseCommand):
         steps = int(hours * 3600 // interval)
         retention = timedelta(days=settings.RETENTION_RAW_DAYS)
         stored = duplicates = 0
-        for step in range(steps - 1, -1, -1):
+        self.stdout.write(f"loaddemo: {steps} intervals x {nodes} nodes to store ({len(pods)} pods)")
+        # A line at each tenth: a week at 10 s is 60,000 batches per node and takes minutes.
+        marks = {steps * tenth // 10 for tenth in range(1, 10)} - {0}
+        for done, step in enumerate(range(steps - 1, -1, -1)):
+            if done in marks:
+                self.stdout.write(f"loaddemo: {done * 100 // steps} % ({done}/{steps} intervals)")
+                self.stdout.flush()
             end = last_end - timedelta(seconds=step * interval)
             for index, node in enumerate(node_names):
                 body = json.dumps(make_batch(node, index, pods, end, interval, seed)).encode()

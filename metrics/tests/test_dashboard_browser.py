@@ -1,0 +1,282 @@
+"""The dashboard in real headless Chromium, on demo data served by a real gunicorn.
+
+Each page must load without a console error and draw charts with points; the window picker must
+redraw and keep its state in the URL; the pods table must filter, sort and page. Screenshots go
+to test-output/dashboard/ (KUBEMONITOR_TEST_OUTPUT overrides the root).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from io import StringIO
+from typing import Any, Iterator
+
+import pytest
+from django.core.management import call_command
+from django.db import connections
+from django.test.utils import setup_databases, teardown_databases
+
+from metrics.ingest import writer
+from metrics.models import Pod
+from metrics.tests import browser
+from metrics.tests.gunicorn_server import Gunicorn, database_url_of_test_db
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(browser.missing_reason() is not None, reason=browser.missing_reason() or ""),
+]
+
+
+@pytest.fixture(scope="module")
+def demo(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Demo data committed to the test database (a real server reads it), removed afterwards."""
+    own_database = None
+    with django_db_blocker.unblock():
+        # pytest-django creates the test database only when a collected test asks for `db`; with
+        # these tests alone (-k), none does, so it is made here.
+        if not connections["default"].settings_dict["NAME"].startswith("test_"):
+            own_database = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+        writer.clear_cache()
+        # 2.5 h: the data starts mid-hour, so with 1-hour buckets the first one is partial
+        # whenever the newest one (still filling) is not.
+        call_command("loaddemo", "--hours", "2.5", "--nodes", "3", stdout=StringIO())
+        url = database_url_of_test_db()
+        pod = Pod.objects.filter(namespace="shop", deployment="frontend").order_by("name").first()
+        assert pod is not None
+        info = {"pod": pod.name, "pods": Pod.objects.count()}
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    try:
+        with Gunicorn(log, url, args=["--threads", "4"], env={"ALLOW_ANONYMOUS_READS": "true"}) as server:
+            yield {"url": server.url, **info}
+    finally:
+        with django_db_blocker.unblock():
+            call_command("flush", "--noinput", verbosity=0)
+            writer.clear_cache()
+            if own_database is not None:
+                connections.close_all()
+                teardown_databases(own_database, verbosity=0)
+
+
+@pytest.fixture(scope="module")
+def chromium(demo: dict[str, Any]) -> Iterator[Any]:
+    # After `demo`, so it is closed before the demo data is flushed: while Playwright's event
+    # loop runs, Django refuses database calls as if made from async code. So the browser tests
+    # ask for no `db`; they only read what `demo` committed, through the server.
+    with browser.chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[browser.WatchedPage]:
+    watched = browser.WatchedPage(chromium)
+    yield watched
+    watched.page.close()
+
+
+def shot(name: str) -> str:
+    return str(browser.output_dir("dashboard") / name)
+
+
+def test_the_demo_data_has_something_for_every_page(demo: dict[str, Any], db: None) -> None:
+    assert Pod.objects.filter(namespace="shop", deployment="frontend").count() == 3
+    assert Pod.objects.exclude(deployment=None).values("deployment").distinct().count() == 6
+    assert set(Pod.objects.values_list("node__name", flat=True)) == {"demo-node-1", "demo-node-2", "demo-node-3"}
+
+
+def test_every_page_loads_without_console_errors_and_draws_charts_with_points(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    pod = demo["pod"]
+    pages = {
+        "overview": "/",
+        "nodes": "/nodes/",
+        "node": "/nodes/demo-node-1/",
+        "namespaces": "/namespaces/",
+        "namespace": "/namespaces/shop/",
+        "deployment": "/namespaces/shop/deployments/frontend/",
+        "pod": f"/namespaces/shop/pods/{pod}/",
+        "pods": "/pods/",
+    }
+    for name, path in pages.items():
+        p = page.open(demo["url"] + path)
+        assert page.errors == [], f"{path}: {page.errors}"
+        assert p.is_hidden("#error"), p.inner_text("#error")
+        assert p.inner_text("#updated").startswith("Updated at")
+        if name != "pods":
+            charts = page.charts()
+            assert charts, f"{path} drew no chart"
+            empty = [k for k, c in charts.items() if int(c["points"]) == 0]
+            assert not empty, f"{path}: charts without points: {empty}"
+            # A uPlot canvas per chart, with axes (their labels are DOM nodes).
+            assert p.locator("figure[data-chart] canvas").count() == len(charts)
+            assert p.locator("figure[data-chart] .u-axis").count() >= 2 * len(charts)
+        p.screenshot(path=shot(f"{name}.png"), full_page=True)
+
+
+def test_the_overview_shows_cards_and_top_consumers(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/")
+    cards = p.inner_text("#cards")
+    assert "3 / 3" in cards and "CPU" in cards and "MEMORY" in cards.upper()
+    assert re.search(r"\d+(\.\d+)? (cores|m)", cards)
+    assert p.locator("#top-pods tbody tr").count() == 10
+    assert p.locator("#top-deployments tbody tr").count() == 6
+    assert page.errors == []
+
+
+def test_a_gpu_node_shows_its_gpus_who_holds_them_and_their_charts(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/nodes/demo-node-1/")
+    gpus = p.inner_text("#gpus")
+    assert "NVIDIA L4" in gpus and "ml/vllm-" in gpus
+    assert p.locator("#gpus section.gpu").count() == 2
+    charts = [c for k, c in page.charts().items() if c["chart"].startswith("gpu|")]
+    assert {c["chart"] for c in charts} >= {"gpu|%", "gpu|W", "gpu|°C", "gpu|bytes"}
+    assert all(int(c["points"]) > 0 for c in charts)
+    # A node without GPUs shows none and no GPU section.
+    p2 = page.open(demo["url"] + "/nodes/demo-node-2/")
+    assert p2.inner_text("#gpus") == ""
+    assert page.errors == []
+
+
+def test_hovering_a_chart_shows_the_time_and_values_with_units(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/")
+    over = p.locator('figure[data-chart="cpu|millicores"] .u-over')
+    box = over.bounding_box()
+    assert box
+    p.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2)
+    tip = p.locator('figure[data-chart="cpu|millicores"] .km-tip')
+    tip.wait_for(state="visible")
+    text = tip.inner_text()
+    assert re.search(r"\d{1,2}/\d{1,2}/\d{4}", text), text  # the bucket's date and time
+    assert re.search(r"cpu: \d+(\.\d+)? (m|cores)", text), text
+    assert page.errors == []
+
+
+def test_a_new_window_redraws_every_chart_and_lives_in_the_url(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/namespaces/shop/deployments/frontend/")
+    before = page.charts()
+    p.select_option("#window", "900")
+    page.wait_refreshed(2)
+    after = page.charts()
+    assert after.keys() == before.keys()
+    for key in before:
+        assert after[key]["window"] != before[key]["window"], key
+        assert int(after[key]["points"]) > 0
+    assert "window=900" in p.url
+    # The state survives a reload and is carried to the next page.
+    p.reload()
+    page.wait_refreshed(1)
+    assert p.input_value("#window") == "900"
+    p.click("text=shop")
+    p.wait_for_url(re.compile(r"/namespaces/shop/\?window=900"))
+    page.wait_refreshed(1)
+    assert page.errors == []
+
+
+def test_every_window_from_15_minutes_to_30_days_draws_without_errors(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/namespaces/shop/deployments/frontend/")
+    options = [o for o in p.locator("#window option").evaluate_all("os => os.map(o => o.value)") if o != "custom"]
+    assert options == ["900", "3600", "21600", "86400", "604800", "2592000"]
+    for n, seconds in enumerate(options, start=2):
+        p.select_option("#window", seconds)
+        page.wait_refreshed(n)
+        assert p.is_hidden("#error"), (seconds, p.inner_text("#error"))
+        charts = page.charts()
+        assert charts and all(int(c["points"]) > 0 for c in charts.values()), (seconds, charts)
+    assert page.errors == []
+
+
+def test_a_pod_on_a_window_longer_than_raw_retention_says_why_its_containers_have_no_charts(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + f"/namespaces/shop/pods/{demo['pod']}/?window=2592000")
+    assert "containers have raw samples only" in p.inner_text("#containers")
+    assert p.locator("#containers section.container").count() == 2  # nginx and app, usage bars only
+    assert int(page.charts()["0:cpu|millicores"]["points"]) > 0  # the pod's own series still draws
+    assert page.errors == []
+
+
+def test_a_custom_range_redraws_with_those_bounds(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/")
+    now = datetime.now(timezone.utc)
+    local = "%Y-%m-%dT%H:%M"  # the page runs in UTC (browser.WatchedPage)
+    p.select_option("#window", "custom")
+    assert p.is_visible("#custom-range")
+    p.fill("#range-start", (now - timedelta(hours=2)).strftime(local))
+    p.fill("#range-end", (now - timedelta(hours=1)).strftime(local))
+    p.click("#range-apply")
+    page.wait_refreshed(2)
+    assert "start=" in p.url and "end=" in p.url
+    charts = page.charts()
+    assert charts and all(int(c["points"]) > 0 for c in charts.values())
+    # A range before the demo data: every chart area says what to do instead of a flat line.
+    p.fill("#range-start", (now - timedelta(hours=20)).strftime(local))
+    p.fill("#range-end", (now - timedelta(hours=19)).strftime(local))
+    p.click("#range-apply")
+    page.wait_refreshed(3)
+    assert "No samples in this window" in p.inner_text("#charts")
+    assert page.errors == []
+
+
+def test_partial_buckets_are_marked(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    # 1-hour buckets: the newest is still filling, and the data started in the middle of the first.
+    p = page.open(demo["url"] + "/?window=604800")
+    charts = page.charts()
+    assert any(int(c["partial"]) >= 1 for c in charts.values()), charts
+    assert p.locator("figure[data-chart] .note", has_text="partial bucket").count() >= 1
+
+
+def test_it_refreshes_every_30_seconds_until_paused(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    # Playwright's fake clock drives the page's timers, so the test need not wait 30 s.
+    page.page.clock.install()
+    p = page.open(demo["url"] + "/")
+    page.page.clock.run_for(31_000)
+    page.wait_refreshed(2)
+    assert p.inner_text("#updated").startswith("Updated at")
+
+    p.click("#pause")
+    assert "paused=1" in p.url
+    assert p.get_attribute("#pause", "aria-pressed") == "true"
+    assert p.inner_text("#pause") == "Resume"
+    page.page.clock.run_for(95_000)
+    p.wait_for_timeout(500)
+    assert page.refreshes() == 2
+    # Refresh still works by hand, and a paused view stays paused when reloaded.
+    p.click("#refresh-now")
+    page.wait_refreshed(3)
+    p.reload()
+    page.wait_refreshed(1)
+    assert p.inner_text("#pause") == "Resume"
+    assert page.errors == []
+
+
+def test_the_pods_table_filters_sorts_and_pages(demo: dict[str, Any], page: browser.WatchedPage) -> None:
+    p = page.open(demo["url"] + "/pods/")
+    total = demo["pods"]
+    assert p.locator("#pods-table tbody tr").count() == total
+
+    p.select_option("select[name=namespace]", "shop")
+    p.click("#pod-filters button[type=submit]")
+    page.wait_refreshed(1)
+    namespaces = p.locator("#pods-table tbody tr td:nth-child(2)").all_inner_texts()
+    assert namespaces and set(namespaces) == {"shop"}
+    assert "namespace=shop" in p.url
+
+    p.fill("input[name=q]", "frontend")
+    p.click("#pod-filters button[type=submit]")
+    page.wait_refreshed(1)
+    names = p.locator("#pods-table tbody tr td:first-child").all_inner_texts()
+    assert len(names) == 3 and all(n.startswith("frontend-") for n in names)
+
+    # Sorted by CPU, largest first: the server orders by each pod's newest sample.
+    p.goto(demo["url"] + "/pods/?sort=-cpu")
+    page.wait_refreshed(1)
+    cpu = [float(v) for v in p.locator("#pods-table td[data-unit=millicores]").evaluate_all("els => els.map(e => e.dataset.value)")]
+    assert cpu == sorted(cpu, reverse=True)
+
+    p.goto(demo["url"] + "/pods/?per_page=10")
+    page.wait_refreshed(1)
+    assert p.locator("#pods-table tbody tr").count() == 10
+    assert f"of {total}" in p.inner_text("#pods-table")
+    p.click("#pods-table a[rel=next]")
+    page.wait_refreshed(1)
+    assert p.locator("#pods-table tbody tr").count() == total - 10
+    assert "page=2" in p.url
+    p.screenshot(path=shot("pods-page-2.png"), full_page=True)
+    assert page.errors == []
