@@ -295,6 +295,8 @@ def build_batch(prev: Snapshot, cur: Snapshot, node_name: str, meta: MetaLookup,
             for c in row["containers"]:
                 bare = c["id"].rsplit("/", 1)[-1]
                 c.update({k: v for k, v in container_gpu.get(bare, {}).items() if v is not None})
+    for row in pods:  # model servers: kind, model and what they served (modelserver.py)
+        row.update(cur.serving.get(row["uid"], {}))
     batch: dict[str, Any] = {
         "node": node_name,
         "time": rfc3339(cur.tick),

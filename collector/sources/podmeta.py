@@ -1,4 +1,5 @@
-"""Pod metadata: name, namespace, owner, Deployment, QoS, labels, container names and images.
+"""Pod metadata: name, namespace, owner, Deployment, QoS, labels, container names and images, and
+for model-server discovery the pod IP and each container's command, args and declared ports.
 
 Sources, in order (`--metadata auto`):
 1. the API server: one list of this node's pods (fieldSelector=spec.nodeName=<node>,
@@ -36,6 +37,17 @@ PODLOGS_RESCAN_SECONDS = 30.0
 HTTP_TIMEOUT = 10.0
 
 
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What a model-server check needs of a container's spec (collector/sources/modelserver.py)."""
+
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    ports: tuple[tuple[str, int], ...] = ()  # declared TCP containerPorts: (port name, number)
+
+
 @dataclass
 class PodMeta:
     uid: str
@@ -49,6 +61,9 @@ class PodMeta:
     containers: dict[str, tuple[str, str]] = field(default_factory=dict)  # bare id -> (name, image)
     container_names: list[str] = field(default_factory=list)
     host_network: bool | None = None
+    # For model-server discovery: status.podIP and the regular containers' specs.
+    pod_ip: str | None = None
+    specs: tuple[ContainerSpec, ...] = ()
 
 
 def bare_id(container_id: str) -> str:
@@ -62,6 +77,26 @@ def deployment_from_replicaset(rs_name: str, labels: dict[str, str]) -> str | No
     if pod_hash and rs_name.endswith("-" + pod_hash):
         return rs_name[: -len(pod_hash) - 1]
     return None
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def parse_container_specs(spec: dict[str, Any]) -> tuple[ContainerSpec, ...]:
+    """Image, command, args and declared TCP ports of the pod's regular containers."""
+    specs = []
+    for c in spec.get("containers") or []:
+        ports = tuple(
+            (str(p.get("name") or ""), int(p["containerPort"]))
+            for p in c.get("ports") or []
+            if isinstance(p.get("containerPort"), int) and (p.get("protocol") or "TCP") == "TCP"
+        )
+        specs.append(ContainerSpec(
+            name=str(c.get("name") or ""), image=str(c.get("image") or ""),
+            command=_strings(c.get("command")), args=_strings(c.get("args")), ports=ports,
+        ))
+    return tuple(specs)
 
 
 def parse_pod(item: dict[str, Any]) -> PodMeta | None:
@@ -97,6 +132,7 @@ def parse_pod(item: dict[str, Any]) -> PodMeta | None:
         owner_kind=owner_kind, owner_name=owner_name, deployment=deployment,
         qos=status.get("qosClass") or None, labels=labels, containers=containers,
         container_names=[n for n in names if n], host_network=bool(spec.get("hostNetwork")),
+        pod_ip=status.get("podIP") or None, specs=parse_container_specs(spec),
     )
 
 
