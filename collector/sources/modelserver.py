@@ -155,7 +155,7 @@ def classify(meta: Any) -> Candidate | None:
         flag = _port_arg(spec.command, spec.args)
         declared = [port for _, port in spec.ports]
         # The port the server listens on, if declared; else the first declared one.
-        ports += [flag] if flag in declared else declared
+        ports += [flag] if flag is not None and flag in declared else declared
         ports += [p for p in (flag, DEFAULT_PORTS[this]) if p is not None]
     if kind is None:
         if not labelled:
@@ -252,14 +252,14 @@ def parse_metrics(text: str) -> Reading:
         return None
 
     for key, names in GAUGES[kind].items():
-        samples = first(names)
-        if samples:
-            total = math.fsum(v for _, v in samples)
-            reading.gauges[key] = total / len(samples) if key == "kv_cache_usage" else total
+        gauge = first(names)
+        if gauge:
+            total = math.fsum(v for _, v in gauge)
+            reading.gauges[key] = total / len(gauge) if key == "kv_cache_usage" else total
     for key, names in COUNTERS[kind].items():
-        samples = first(names)
-        if samples:
-            reading.counters[key] = math.fsum(v for _, v in samples)
+        counter = first(names)
+        if counter:
+            reading.counters[key] = math.fsum(v for _, v in counter)
     for key, names in HISTOGRAMS[kind].items():
         name = next((n for n in names if n + "_count" in values), None)
         if name is None:
