@@ -400,6 +400,7 @@ class _Target:
     not_before: float = -1e18  # monotonic time of the next probe of an unconfirmed endpoint
     error: str | None = None
     serving: dict[str, Any] | None = None  # usage of the newest interval, not yet reported
+    failed: str | None = None  # a failure in this cycle, to report even if a retry then worked
 
     @property
     def port(self) -> int:
@@ -438,8 +439,11 @@ class ModelServers:
             target = self.targets.get(candidate.uid)
             if target is None or target.candidate != candidate:
                 target = self.targets[candidate.uid] = _Target(candidate)
+            future = target.future
+            if future is not None and future.done() and future.exception() is not None:
+                self._collect(target, tick)  # a failed scrape: report it and ask again now
             if target.future is not None or now < target.not_before:
-                continue
+                continue  # in flight, or a late answer the harvest of this cycle will use
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="scrape")
             target.future = self._pool.submit(_scrape, self.fetch, candidate.ip, target.port)
@@ -451,15 +455,17 @@ class ModelServers:
         """(pod uid -> fields for its batch row, source status or None when no candidates)."""
         pending = [t.future for t in self.targets.values() if t.future is not None and not t.future.done()]
         if pending:
-            started = min(t.submitted_at for t in self.targets.values() if t.future in pending)
-            wait(pending, timeout=max(0.0, started + self.grace - self.clock()))
+            sent = max(t.submitted_at for t in self.targets.values() if t.future in pending)
+            wait(pending, timeout=max(0.0, sent + self.grace - self.clock()))
         fields: dict[str, dict[str, Any]] = {}
         failures: list[str] = []
         for uid, target in self.targets.items():
             self._collect(target, tick)
-            if target.error is not None:
+            error = target.error or target.failed
+            target.failed = None
+            if error is not None:
                 failures.append(f"{target.candidate.namespace}/{target.candidate.name} "
-                                f"({target.candidate.ip}:{target.port}): {target.error}")
+                                f"({target.candidate.ip}:{target.port}): {error}")
             if target.kind is not None:
                 row: dict[str, Any] = {"model_server": target.kind, "model_name": target.model_name}
                 if target.serving is not None:
@@ -515,7 +521,7 @@ class ModelServers:
         if error != target.error:
             log.warning("model server %s/%s at %s:%d: %s", target.candidate.namespace,
                         target.candidate.name, target.candidate.ip, target.port, error)
-        target.error = error
+        target.error = target.failed = error
         if target.confirmed_port is None:
             target.port_index += 1
 

@@ -27,6 +27,8 @@ class StandIn:
         self.index = 0
         self.served: list[int] = []  # state index of every answer given in time
         self.slow_next = 0.0
+        self.slow_requests: set[int] = set()  # request numbers (1-based) answered too late
+        self.requests = 0
         self.status = 200
         self._lock = threading.Lock()
         stand_in = self
@@ -37,7 +39,10 @@ class StandIn:
                     self.send_error(404)
                     return
                 with stand_in._lock:
+                    stand_in.requests += 1
                     delay, stand_in.slow_next = stand_in.slow_next, 0.0
+                    if stand_in.requests in stand_in.slow_requests:
+                        delay = 3.0
                 if delay:
                     time.sleep(delay)
                     return  # the client gave up; the state is not consumed
