@@ -22,8 +22,9 @@ def states(flavour: str) -> list[str]:
 
 
 class StandIn:
-    def __init__(self, texts: list[str], host: str = "127.0.0.1") -> None:
+    def __init__(self, texts: list[str], host: str = "127.0.0.1", loop: bool = False) -> None:
         self.texts = texts
+        self.loop = loop  # start over after the last state (a benchmark's endless traffic)
         self.index = 0
         self.served: list[int] = []  # state index of every answer given in time
         self.slow_next = 0.0
@@ -50,7 +51,8 @@ class StandIn:
                     if stand_in.status != 200:
                         self.send_error(stand_in.status)
                         return
-                    index = min(stand_in.index, len(stand_in.texts) - 1)
+                    last = len(stand_in.texts) - 1
+                    index = stand_in.index % len(stand_in.texts) if stand_in.loop else min(stand_in.index, last)
                     stand_in.index += 1
                     stand_in.served.append(index)
                 body = stand_in.texts[index].encode()
