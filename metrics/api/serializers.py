@@ -257,7 +257,9 @@ class ModelServerSeriesSerializer(serializers.Serializer):
     start = serializers.DateTimeField()
     end = serializers.DateTimeField()
     step = serializers.IntegerField()
-    source = serializers.ChoiceField(choices=["raw"])  # type: ignore[assignment]
+    source = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=["raw", "1m", "1h"], help_text="Always raw: model servers have no rollups yet."
+    )
     points = ModelServerPointSerializer(many=True)
 
 

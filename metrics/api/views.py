@@ -654,10 +654,12 @@ class ModelServerViewSet(ModelServerListViewSet):
 
 @extend_schema_view(
     list=extend_schema(
+        operation_id="model_servers_namespace_list",
         summary="Model servers of a namespace",
         parameters=[_path_param("namespace", "Namespace name"), *MODEL_SERVER_FILTERS],
     ),
     retrieve=extend_schema(
+        operation_id="model_servers_namespace_retrieve",
         summary="A model server, with a series (raw samples) when window or start is given",
         parameters=[
             _path_param("namespace", "Namespace name"),
