@@ -444,7 +444,10 @@ MAX_SERIES = 200
                 description="Names to include (repeat the parameter); default: every entity of the kind "
                 "within namespace / node, at most 200.",
             ),
-            OpenApiParameter("namespace", OpenApiTypes.STR, description="For pods and Deployments."),
+            OpenApiParameter(
+                "namespace", OpenApiTypes.STR,
+                description="Required for pods; for Deployments optional (without it: every namespace's).",
+            ),
             OpenApiParameter("node", OpenApiTypes.STR, description="For pods: only those on this node."),
             *SERIES_PARAMETERS,
         ],
@@ -497,6 +500,17 @@ def _series_entities(kind: str, names: list[str], params: Any) -> list[tuple[dic
         if names:
             found = found.filter(namespace__in=names)
         return [({"name": ns}, series.Entity("namespace", (ns,))) for ns in found[:limit]]
+    if kind == "deployment" and namespace is None:
+        # Every Deployment of every namespace (alert evaluation, a cluster-wide table).
+        pairs = (
+            Pod.objects.filter(deployment__isnull=False).exclude(deployment="")
+            .values_list("namespace", "deployment").distinct().order_by("namespace", "deployment")
+        )
+        if names:
+            pairs = pairs.filter(deployment__in=names)
+        return [
+            ({"namespace": ns, "name": d}, series.Entity("deployment", (ns, d))) for ns, d in pairs[:limit]
+        ]
     if namespace is None:
         raise ValidationError({"namespace": [f"Required for kind={kind}."]})
     if kind == "deployment":

@@ -240,11 +240,22 @@ def test_one_request_returns_the_series_of_every_deployment_of_a_namespace(clust
     assert [s["name"] for s in named.json()["series"]] == ["ops", "shop"]
 
 
+def test_one_request_without_a_namespace_returns_every_namespaces_deployments(cluster, client, settings):
+    settings.ALLOW_ANONYMOUS_READS = True
+    start = (cluster["first"] + timedelta(minutes=5)).isoformat()
+    end = (cluster["first"] + timedelta(minutes=35)).isoformat()
+    params = {"kind": "deployment", "start": start, "end": end, "step": 60}
+    body = client.get("/api/series/", params).json()
+    assert [(s["namespace"], s["name"]) for s in body["series"]] == [("ops", "mon"), ("shop", "web")]
+    one = client.get("/api/series/", params | {"namespace": "shop"}).json()["series"][0]
+    assert body["series"][1]["points"] == one["points"]
+
+
 @pytest.mark.parametrize("params, field", [
     ({"window": 600}, "kind"),
     ({"kind": "cow", "window": 600}, "kind"),
     ({"kind": "pod"}, "window"),
-    ({"kind": "deployment", "window": 600}, "namespace"),
+    ({"kind": "pod", "window": 600}, "namespace"),
     ({"kind": "namespace", "window": -5}, "window"),
 ])
 def test_a_bad_many_series_request_is_a_400_naming_the_parameter(db, client, settings, params, field):

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from metrics.models import ApiToken, NodeSample, Pod, PodSample, ServingSample
-from metrics.tests.factories_ingest import NodeBatches, tick
+from metrics.tests.factories import NodeBatches, tick
 from metrics.tests.ingest_helpers import post
 from metrics.tokens import create_token
 
