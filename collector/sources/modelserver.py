@@ -453,6 +453,7 @@ class ModelServers:
 
     def harvest(self, tick: float) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
         """(pod uid -> fields for its batch row, source status or None when no candidates)."""
+        started = self.clock()
         pending = [t.future for t in self.targets.values() if t.future is not None and not t.future.done()]
         if pending:
             sent = max(t.submitted_at for t in self.targets.values() if t.future in pending)
@@ -476,7 +477,9 @@ class ModelServers:
         error = None
         if failures:
             error = f"{len(failures)} of {len(self.targets)} endpoints failed: " + "; ".join(failures)
-        return fields, {"ok": not failures, "seconds": 0.0, "error": error[:1000] if error else None}
+        # `seconds`: how long this cycle waited for answers (at most the grace).
+        waited = round(self.clock() - started, 6)
+        return fields, {"ok": not failures, "seconds": waited, "error": error[:1000] if error else None}
 
     def _collect(self, target: _Target, tick: float) -> None:
         future = target.future

@@ -177,7 +177,8 @@ def test_stand_ins_are_confirmed_then_measured_each_cycle(stand_ins: dict[str, S
     servers = ms.ModelServers(fetch=fetch_fast, grace=2.0)
     try:
         fields, status = cycle(servers, 1000.0, pods)  # first reading: confirms and primes
-        assert status == {"ok": True, "seconds": 0.0, "error": None}
+        assert status is not None and status["ok"] and status["error"] is None
+        assert 0 <= status["seconds"] <= 2.0  # the wait for answers, bounded by the grace
         for flavour in FLAVOURS:
             row = fields[f"uid-{flavour}"]
             assert row == {"model_server": "sglang" if flavour == "sglang" else "vllm",
@@ -218,7 +219,7 @@ def test_a_scrape_timeout_is_reported_once_never_holds_the_cycle_and_loses_no_to
         assert_step(serving, "vllm", 0)
         time.sleep(0.05)
         fields, status = cycle(servers, 1030.0, [pod])
-        assert status == {"ok": True, "seconds": 0.0, "error": None}
+        assert status is not None and status["ok"] and status["error"] is None
         assert fields["uid-vllm"]["serving"]["interval_seconds"] == 10.0
         assert_step(fields["uid-vllm"]["serving"], "vllm", 1)
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
