@@ -499,7 +499,8 @@ class ModelServers:
             # Answers, but not as vLLM or SGLang: try the next port later; nothing to report.
             if target.confirmed_port is None:
                 target.port_index += 1
-                target.not_before = self.clock() + (REPROBE_SECONDS if target.port_index >= len(target.candidate.ports) else 0.0)
+                if target.port_index % len(target.candidate.ports) == 0:
+                    target.not_before = self.clock() + REPROBE_SECONDS
             self._recovered(target)
             log.debug("%s/%s: %s", target.candidate.namespace, target.candidate.name, not_server)
             return
@@ -521,6 +522,15 @@ class ModelServers:
         if target.future is not None and not target.future.done():
             target.future.cancel()
         target.future = None
+        if target.confirmed_port is None and target.candidate.kind is None:
+            # Only a label said it might serve a model (a KServe predictor may be sklearn): a
+            # port that does not answer is no failure of ours. Try the next; after the last,
+            # ask again much later.
+            log.debug("%s/%s: port %d: %s", target.candidate.namespace, target.candidate.name, target.port, error)
+            target.port_index += 1
+            if target.port_index % len(target.candidate.ports) == 0:
+                target.not_before = self.clock() + REPROBE_SECONDS
+            return
         if error != target.error:
             log.warning("model server %s/%s at %s:%d: %s", target.candidate.namespace,
                         target.candidate.name, target.candidate.ip, target.port, error)

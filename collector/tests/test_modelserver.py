@@ -283,3 +283,30 @@ def test_a_refused_connection_is_a_failing_endpoint(stand_ins: dict[str, StandIn
     finally:
         servers.close()
         stand_ins["vllm"] = StandIn(states("vllm"))
+
+
+def test_a_label_only_pod_without_metrics_is_no_failure_and_is_asked_again_later() -> None:
+    # Nothing listens on these ports: a KServe predictor that serves no language model.
+    closed = [StandIn(["x"]) for _ in range(2)]
+    ports = []
+    for server in closed:
+        ports.append(server.port)
+        server.close()
+    now = [1000.0]
+    pod = PodMeta(uid="uid-sk", name="sklearn", namespace="ks", pod_ip="127.0.0.1",
+                  labels={"serving.kserve.io/inferenceservice": "iris"},
+                  specs=(ContainerSpec("kserve-container", "kserve/sklearnserver:v0.15.0",
+                                       ports=(("a", ports[0]), ("b", ports[1]))),))
+    servers = ms.ModelServers(fetch=fetch_fast, grace=2.0, clock=lambda: now[0])
+    try:
+        asked = []
+        for tick in range(8):
+            now[0] += 10.0
+            servers.submit(now[0], [pod])
+            asked.append(servers.targets["uid-sk"].future is not None)
+            fields, status = servers.harvest(now[0])
+            assert fields == {} and status is not None and status["ok"], status
+        # Its two ports, then vLLM's and SGLang's defaults, once each; then quiet for 5 minutes.
+        assert asked == [True, True, True, True, False, False, False, False]
+    finally:
+        servers.close()
