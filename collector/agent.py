@@ -104,7 +104,7 @@ class HttpSink:
 
 def run(config: Config, sink: Any = None, collector: Collector | None = None,
         metadata: Metadata | None = None, servers: ModelServers | None = None) -> int:
-    roots = Roots(config.proc_root, config.sys_root, config.pod_log_dir)
+    roots = Roots(config.proc_root, config.sys_root, config.pod_log_dir, config.pod_resources_socket)
     collector = collector or Collector(roots)
     if metadata is None:
         metadata = Metadata.from_config(config, roots) if config.metadata != "none" else Metadata([])

@@ -36,6 +36,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--pod-log-dir", "KUBEMONITOR_POD_LOG_DIR", "/var/log/pods",
            "Where the host's /var/log/pods is mounted (offline pod metadata; its sibling "
            "containers/ maps container ids to names)."),
+    Option("--pod-resources-socket", "KUBEMONITOR_POD_RESOURCES_SOCKET",
+           "/var/lib/kubelet/pod-resources/kubelet.sock",
+           "The kubelet's pod-resources socket: which pod each GPU is allocated to (optional)."),
     Option("--spool-dir", "KUBEMONITOR_SPOOL_DIR", "/var/lib/kubemonitor/spool",
            "Directory for batches the API did not accept yet."),
     Option("--spool-max-bytes", "KUBEMONITOR_SPOOL_MAX_BYTES", 64 * 1024 * 1024,
@@ -64,6 +67,7 @@ class Config:
     proc_root: str = "/proc"
     sys_root: str = "/sys"
     pod_log_dir: str = "/var/log/pods"
+    pod_resources_socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock"
     spool_dir: str = "/var/lib/kubemonitor/spool"
     spool_max_bytes: int = 64 * 1024 * 1024
     kubelet_url: str = ""

@@ -262,6 +262,27 @@ def gpu_fields(gpu: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dic
     return dict(part("node") or {}), dict(part("pods") or {}), dict(part("containers") or {})
 
 
+def _gpu_devices(cur: Snapshot, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The batch's `gpus` (collector/gpuattribution.py); for devices without per-process
+    figures, the device's utilisation also goes to the pod (and container) holding it alone."""
+    gpu = cur.gpu
+    devices = (gpu.get("devices") if isinstance(gpu, dict) else getattr(gpu, "devices", None)) if gpu else None
+    if not devices:
+        return []
+    from collector.gpuattribution import attribute
+
+    found = attribute(devices, cur.gpu_allocations, pods)
+    for row in pods:
+        extra = found.pod_utilization.get(row["uid"])
+        if extra is not None:
+            row["gpu_utilization_percent"] = round(row.get("gpu_utilization_percent", 0.0) + extra, 3)
+        for c in row["containers"]:
+            extra = found.container_utilization.get((row["uid"], c["name"]))
+            if extra is not None:
+                c["gpu_utilization_percent"] = round(c.get("gpu_utilization_percent", 0.0) + extra, 3)
+    return found.gpus
+
+
 def rfc3339(tick: float) -> str:
     return datetime.fromtimestamp(round(tick, 3), timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -297,12 +318,14 @@ def build_batch(prev: Snapshot, cur: Snapshot, node_name: str, meta: MetaLookup,
                 c.update({k: v for k, v in container_gpu.get(bare, {}).items() if v is not None})
     for row in pods:  # model servers: kind, model and what they served (modelserver.py)
         row.update(cur.serving.get(row["uid"], {}))
+    gpus = _gpu_devices(cur, pods)
     batch: dict[str, Any] = {
         "node": node_name,
         "time": rfc3339(cur.tick),
         "interval_seconds": float(seconds),
         "node_usage": usage,
         "pods": pods,
+        **({"gpus": gpus} if gpus else {}),
         "collector": {
             "version": __version__,
             "cgroup_version": cur.cgroup_version,

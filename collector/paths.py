@@ -20,6 +20,8 @@ class Roots:
     proc: str = "/proc"
     sys: str = "/sys"
     pod_log_dir: str = "/var/log/pods"
+    # The kubelet's pod-resources gRPC socket (GPU allocations), mounted read-only.
+    pod_resources_socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock"
 
     def proc_path(self, *parts: str | int) -> str:
         return os.path.join(self.proc, *map(str, parts))

@@ -71,6 +71,9 @@ class Snapshot:
     # Pod uid -> model_server, model_name and `serving` fields (collector/sources/modelserver.py),
     # set by the agent after the scrapes of this cycle are collected.
     serving: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # GPU allocations from the kubelet's pod-resources API (podresources.Allocation list); None
+    # where the node has no GPU or no socket.
+    gpu_allocations: Any = None
     cpu_seconds: float = 0.0  # CPU this process spent taking the snapshot
 
 
@@ -204,6 +207,10 @@ class Collector:
             snap.gpu = run("gpu", self._read_gpu)
             if snap.gpu is None and self.sources.status.get("gpu", {}).get("ok"):
                 del self.sources.status["gpu"]  # no GPU and no error: nothing to report
+            if snap.gpu is not None:
+                snap.gpu_allocations = run("podresources", self._read_allocations)
+                if snap.gpu_allocations is None and self.sources.status.get("podresources", {}).get("ok"):
+                    del self.sources.status["podresources"]  # no kubelet socket: nothing to report
         snap.sources = self.sources.status
         heldfiles.end_cycle()  # close the files of cgroups that are gone
         snap.cpu_seconds = time.process_time() - cpu0
@@ -237,3 +244,8 @@ class Collector:
         except ImportError:
             return None
         return gpu.read_gpus(self.roots)
+
+    def _read_allocations(self) -> Any:
+        from collector.sources import podresources
+
+        return podresources.read_allocations(self.roots.pod_resources_socket)

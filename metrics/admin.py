@@ -346,3 +346,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
             f"{TOKEN_CACHE_SECONDS:g} s, once each API process's token cache expires.",
             messages.SUCCESS,
         )
+
+
+# GPUs: their admin pages live in metrics/gpu_admin.py (registered on import).
+from metrics import gpu_admin  # noqa: E402, F401

@@ -35,8 +35,8 @@ How to add a metric
 Reading: `metrics_of(entity)`, `columns_of(entity)`, `sample_fields(entity)`, `METRIC[name]`,
 `ENTITY[name]`.
 
-Entities: cluster > node > pod > container, and cluster > namespace > Deployment > pod. Each reads
-one raw sample table; node, pod, namespace and Deployment have 1m/1h rollups of their own, the
+Entities: cluster > node > pod > container, cluster > namespace > Deployment > pod, and node >
+gpu (a GPU device or MIG instance, from metrics_gpusample). Each reads one raw sample table; node, pod, namespace and Deployment have 1m/1h rollups of their own, the
 cluster sums the node rollups and containers have raw samples only (within RETENTION_RAW_DAYS).
 """
 
@@ -140,6 +140,7 @@ MEMORY_LIMIT = _gauge_where("memory_limit_byte_seconds", "memory_limit_bytes::fl
 # Seconds of samples that reported each pressure file: the PSI percentages' denominators.
 PSI_MEMORY = _gauge_where("psi_memory_seconds", "1.0::float8", "psi_memory_some_seconds")
 PSI_IO = _gauge_where("psi_io_seconds", "1.0::float8", "psi_io_some_seconds")
+GPU_MEMORY = Column("gpu_memory_byte_seconds", GAUGE, "gpu_memory_bytes::float8")
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,11 @@ ENTITIES: tuple[Entity, ...] = (
     ),
     # Raw samples only (no rollups): container series reach back RETENTION_RAW_DAYS.
     Entity("container", ("container_id",), "metrics_containersample", ("pod",)),
+    # One GPU or MIG instance (metrics/gpus.py, /api/gpus/): rollups per device.
+    Entity(
+        "gpu", ("device_id",), "metrics_gpusample", ("node",),
+        rollup_keys=(("device_id", BIGINT), ("node_id", BIGINT)),
+    ),
 )
 ENTITY = {e.name: e for e in ENTITIES}
 
@@ -193,6 +199,7 @@ NODE_LEVEL = frozenset({"node", "cluster"})
 POD_LEVEL = frozenset({"pod", "namespace", "deployment"})
 CONTAINER = frozenset({"container"})
 ALL = NODE_LEVEL | POD_LEVEL | CONTAINER
+GPU_DEVICE = frozenset({"gpu"})
 
 
 @dataclass(frozen=True)
@@ -286,19 +293,32 @@ METRICS: tuple[Metric, ...] = (
     M("gpu_utilization_percent", "%",
       "GPU utilisation, time-weighted over the samples that carry it: a node's mean over its devices; a pod's or "
       "container's in % of one GPU, summed over devices; groups and the cluster: the mean over their members "
-      "that report it.",
+      "that report it; a GPU device: its own.",
       RATIO, (Column("gpu_utilization_percent_seconds", GAUGE, "gpu_utilization_percent"),
-              _gauge_where("gpu_seconds", "1.0::float8", "gpu_utilization_percent")), ALL,
+              _gauge_where("gpu_seconds", "1.0::float8", "gpu_utilization_percent")), ALL | GPU_DEVICE,
       sample_field="gpu_utilization_percent"),
     M("gpu_memory_bytes", "bytes", "GPU memory used, time-weighted like the working set (summed over pods for groups).",
-      RATE, (Column("gpu_memory_byte_seconds", GAUGE, "gpu_memory_bytes::float8"),), ALL,
-      sample_field="gpu_memory_bytes"),
+      RATE, (GPU_MEMORY,), ALL | GPU_DEVICE, sample_field="gpu_memory_bytes"),
     M("memory_available_bytes", "bytes", "Memory the node's kernel reports available, time-weighted.",
       RATE, (Column("memory_available_byte_seconds", GAUGE, "memory_available_bytes::float8"),), NODE_LEVEL),
     M("fs_used_bytes", "bytes", "Root filesystem used, time-weighted.",
       RATE, (Column("fs_used_byte_seconds", GAUGE, "fs_used_bytes::float8"),), NODE_LEVEL),
     M("fs_capacity_bytes", "bytes", "Root filesystem size, time-weighted.",
       RATE, (Column("fs_capacity_byte_seconds", GAUGE, "fs_capacity_bytes::float8"),), NODE_LEVEL),
+    # GPU devices only (metrics_gpusample, the entity `gpu`).
+    M("gpu_memory_percent_of_device", "%", "A GPU device's memory used as a percentage of its memory.",
+      RATIO, (GPU_MEMORY, _gauge_where("gpu_memory_total_byte_seconds", "gpu_memory_total_bytes::float8",
+                                       "gpu_memory_bytes")), GPU_DEVICE, 100.0),
+    M("gpu_memory_max_bytes", "bytes", "A GPU device's largest memory use in the bucket.",
+      LARGEST, (Column("gpu_memory_max_bytes", MAX, "gpu_memory_bytes", BIGINT),), GPU_DEVICE),
+    M("gpu_power_watts", "W", "A GPU device's power draw, time-weighted over the samples that carry it.",
+      RATIO, (Column("gpu_power_watt_seconds", GAUGE, "gpu_power_watts"),
+              _gauge_where("gpu_power_seconds", "1.0::float8", "gpu_power_watts")), GPU_DEVICE,
+      sample_field="gpu_power_watts"),
+    M("gpu_temperature_celsius", "°C", "A GPU device's temperature, time-weighted over the samples that carry it.",
+      RATIO, (Column("gpu_temperature_celsius_seconds", GAUGE, "gpu_temperature_celsius"),
+              _gauge_where("gpu_temperature_seconds", "1.0::float8", "gpu_temperature_celsius")), GPU_DEVICE,
+      sample_field="gpu_temperature_celsius"),
 )
 METRIC = {m.name: m for m in METRICS}
 
@@ -341,7 +361,7 @@ def check() -> None:
         # lose one of them.
         assert all(COLUMN[c.name] == c for c in metric.columns), metric.name
         assert len(metric.columns) == (2 if metric.point == RATIO else 1), metric.name
-        assert metric.entities <= ALL, metric.name
+        assert metric.entities <= ALL | GPU_DEVICE, metric.name
     for entity in ENTITIES:
         assert set(entity.parents) <= set(ENTITY), entity.name
         # Entities read from another's rollups can only have that entity's columns.
@@ -357,7 +377,7 @@ def snapshot_columns() -> str:
     import json
 
     lines = []
-    for name, entity in (("NODE_COLUMNS", "node"), ("POD_COLUMNS", "pod")):
+    for name, entity in (("NODE_COLUMNS", "node"), ("POD_COLUMNS", "pod"), ("GPU_COLUMNS", "gpu")):
         lines.append(f"{name} = [")
         for c in columns_of(entity):
             args = ", ".join(json.dumps(v) for v in (c.name, c.type, c.rollup_from_raw(), c.rollup_from_finer()))

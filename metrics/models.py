@@ -247,6 +247,86 @@ class ContainerSample(SampleBase):
         ]
 
 
+# --- GPUs (issue 9) ------------------------------------------------------------------------------
+
+
+class GpuDevice(models.Model):
+    """One GPU, or one MIG instance of a GPU, as NVML names it on its node.
+
+    Written only when something about it changes, or to move last_seen on once a minute
+    (metrics/ingest/gpus.py), like pods.
+    """
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="gpus")
+    # NVML's UUID: GPU-<uuid> for a GPU, MIG-<uuid> for a MIG instance.
+    uuid = models.CharField(max_length=96, unique=True)
+    # NVML's device index on the node; for a MIG instance its slot on the parent GPU.
+    index = models.IntegerField()
+    name = models.CharField(max_length=253, help_text="Model name, e.g. NVIDIA H100 80GB HBM3.")
+    memory_total_bytes = models.BigIntegerField(null=True, blank=True)
+    # "enabled" / "disabled"; empty where the GPU cannot do MIG (and on MIG instances).
+    mig_mode = models.CharField(max_length=16, blank=True, default="")
+    driver_version = models.CharField(max_length=64, blank=True, default="")
+    # For a MIG instance: the UUID of its GPU.
+    parent_uuid = models.CharField(max_length=96, blank=True, default="")
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["node", "index", "uuid"]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}/{self.index} {self.name} ({self.uuid})"
+
+
+class GpuSample(models.Model):
+    """One device's figures over one collection interval (a hypertable in the TimescaleDB tiers).
+
+    Utilisation, memory, power and temperature are the interval's means (gauges): a bucket's value
+    is their time-weighted mean over the seconds the samples cover. The pod is the one the device
+    was attributed to (allocated by the kubelet or holding its memory); a device shared by several
+    pods (time-slicing) has no single pod: `shared` is true and `pods` lists them all.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    # Start of the interval (see the module docstring).
+    time = models.DateTimeField()
+    interval_seconds = models.FloatField()
+    device = models.ForeignKey(
+        GpuDevice, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+    node = models.ForeignKey(
+        Node, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+    # Named like the node and pod samples' GPU fields, so the metric catalogue reads them alike.
+    gpu_utilization_percent = models.FloatField(null=True, blank=True)
+    gpu_memory_bytes = models.BigIntegerField(null=True, blank=True)
+    # The device's memory at the time (for % of device memory in rollups without a join).
+    gpu_memory_total_bytes = models.BigIntegerField(null=True, blank=True)
+    gpu_power_watts = models.FloatField(null=True, blank=True)
+    gpu_temperature_celsius = models.FloatField(null=True, blank=True)
+    pod = models.ForeignKey(
+        Pod, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+",
+        null=True, blank=True,
+    )
+    namespace = models.CharField(max_length=253, blank=True, default="")
+    pod_name = models.CharField(max_length=253, blank=True, default="")
+    container = models.CharField(max_length=253, blank=True, default="")
+    shared = models.BooleanField(default=False)
+    # Every pod holding the device: uid, namespace, pod, container, allocated, memory_bytes,
+    # utilization_percent (the ingest contract's gpus[].pods).
+    pods = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["device", "time"], name="gpusample_device_time_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["node", "-time"], name="gpusample_node_time"),
+            models.Index(fields=["-time"], name="gpusample_time"),
+        ]
+
+
 class ServingSample(models.Model):
     """What a vLLM or SGLang server did during one interval (the pod's `serving` block).
 

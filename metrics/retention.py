@@ -24,6 +24,8 @@ from metrics import backend
 from metrics.rollup_schema import ENTITY, REFRESH_POLICIES, STATE_TABLE, retention_days
 from metrics.storage_schema import SAMPLE_TABLES
 
+GPU_SAMPLE_TABLE = "metrics_gpusample"
+
 # Width of one DELETE in tier plain.
 DELETE_SLICE = {"raw": timedelta(hours=1), "1m": timedelta(hours=6), "1h": timedelta(days=7)}
 
@@ -45,7 +47,8 @@ class RetentionResult:
 def relations() -> dict[str, list[str]]:
     """Relation kind ('raw', '1m', '1h') -> the relations retention applies to."""
     return {
-        "raw": list(SAMPLE_TABLES),
+        # GPU samples (rolled up per device, the catalogue's `gpu` entity) age like the rest.
+        "raw": [*SAMPLE_TABLES, GPU_SAMPLE_TABLE],
         "1m": [e.relation("1m") for e in ENTITY.values()],
         "1h": [e.relation("1h") for e in ENTITY.values()],
     }

@@ -26,7 +26,7 @@ from metrics.backend import bucket_expression
 
 RESOLUTIONS = {"1m": "1 minute", "1h": "1 hour"}
 # The catalogue's entities with rollups of their own, pods before the groups built from them.
-ENTITIES = ("node", "pod", "namespace", "deployment")
+ENTITIES = ("node", "pod", "namespace", "deployment", "gpu")
 STATE_TABLE = "metrics_rollup_state"
 INVALIDATION_TABLE = "metrics_rollup_invalidation"
 

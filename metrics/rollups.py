@@ -230,7 +230,7 @@ def _merge(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, date
 def _rebuild_1m(cursor: Any, tier: str, lo: datetime, hi: datetime) -> int:
     """Replace the 1m buckets in [lo, hi) of every entity, from raw samples."""
     rows = 0
-    for name in ("node", "pod"):
+    for name in ("node", "pod", "gpu"):
         entity = ENTITY[name]
         mat = f"{entity.relation('1m')}_mat"
         cursor.execute(f"DELETE FROM {mat} WHERE bucket >= %s AND bucket < %s", [lo, hi])
@@ -283,7 +283,7 @@ def _read_state(cursor: Any, lock: bool = False) -> tuple[datetime | None, datet
 def _oldest_raw(cursor: Any) -> datetime | None:
     cursor.execute(
         'SELECT least((SELECT min("time") FROM metrics_podsample), '
-        '(SELECT min("time") FROM metrics_nodesample))'
+        '(SELECT min("time") FROM metrics_nodesample), (SELECT min("time") FROM metrics_gpusample))'
     )
     return cursor.fetchone()[0]
 

@@ -14,6 +14,7 @@ The sums, the point fields and how each is computed come from the metric catalog
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
@@ -65,9 +66,22 @@ _RAW_TABLE = {e.name: e.source for e in catalogue.ENTITIES}
 _KEY_COLUMNS: dict[str, tuple[str, ...]] = {e.name: e.keys for e in catalogue.ENTITIES}
 
 
-def _columns(kind: str) -> tuple[catalogue.Column, ...]:
-    """The catalogue's sums of a kind (its rollup columns; raw reads compute the same)."""
-    return catalogue.columns_of(kind)
+# Point fields a caller asked for (None: all): reads then compute only the sums those need.
+Fields = tuple[str, ...] | None
+
+
+@functools.cache
+def _columns(kind: str, fields: Fields = None) -> tuple[catalogue.Column, ...]:
+    """The catalogue's sums of a kind (its rollup columns; raw reads compute the same), or those
+    the metrics in `fields` read."""
+    every = catalogue.columns_of(kind)
+    if fields is None:
+        return every
+    wanted = {c.name for c in catalogue.BASE_COLUMNS}
+    for metric in catalogue.metrics_of(kind):
+        if metric.name in fields:
+            wanted.update(c.name for c in metric.columns)
+    return tuple(c for c in every if c.name in wanted)
 
 
 class SeriesError(ValueError):
@@ -228,7 +242,9 @@ def _where(entity: Entity) -> tuple[str, list[Any]]:
     return " AND ".join([f"{c} = %s" for c in cols] or ["TRUE"]), list(entity.key)
 
 
-def _raw_spread_sql(kind: str, where: str, group: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
+def _raw_spread_sql(
+    kind: str, where: str, group: tuple[str, ...] = (), fields: Fields = None
+) -> tuple[str, tuple[str, ...]]:
     """Raw samples spread over the step buckets their intervals overlap, and the output's sum
     names (after `b` and the `group` columns).
 
@@ -241,7 +257,7 @@ def _raw_spread_sql(kind: str, where: str, group: tuple[str, ...] = ()) -> tuple
     that is not a multiple of the sampling interval still sums exactly. `group` adds key columns
     to the output, one row per bucket and key.
     """
-    columns = _columns(kind)
+    columns = _columns(kind, fields)
     aggregates = ", ".join(f"{c.spread()} AS {c.name}" for c in columns)
     keys = "".join(f", {c}" for c in group)
     names = (*(c.name for c in columns), *MAX_COLUMNS)
@@ -277,10 +293,12 @@ def _rollup_sql(entity: Entity, resolution: str) -> tuple[str, list[Any]]:
     return _rollup_select(entity.kind, resolution, where), params
 
 
-def _rollup_select(kind: str, resolution: str, where: str, group: tuple[str, ...] = ()) -> str:
+def _rollup_select(
+    kind: str, resolution: str, where: str, group: tuple[str, ...] = (), fields: Fields = None
+) -> str:
     """Rollup rows summed into step buckets; parameters: step, epoch, the key values of `where`,
     window start, window end."""
-    parts = [f"({c.rollup_from_finer()})::float8 AS {c.name}" for c in _columns(kind)]
+    parts = [f"({c.rollup_from_finer()})::float8 AS {c.name}" for c in _columns(kind, fields)]
     # Rollup buckets are at least a minute, longer than any sample interval.
     parts.append("NULL::float8 AS max_interval_seconds")
     keys = "".join(f", {c}" for c in group)
@@ -292,8 +310,8 @@ def _rollup_select(kind: str, resolution: str, where: str, group: tuple[str, ...
     )
 
 
-def _rollup_names(kind: str) -> tuple[str, ...]:
-    return (*(c.name for c in _columns(kind)), *MAX_COLUMNS)
+def _rollup_names(kind: str, fields: Fields = None) -> tuple[str, ...]:
+    return (*(c.name for c in _columns(kind, fields)), *MAX_COLUMNS)
 
 
 def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ...]]:
@@ -302,6 +320,9 @@ def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ..
         # branch, so even a 60-row read passes jit_above_cost; compiling it took 7 s of a 7.2 s
         # query on the benchmark data (EXPLAIN ANALYZE, bench/query.py). Reads here are short.
         cursor.execute("SET LOCAL jit = off")
+        # Re-bucketing a day of 1m rows of 50 Deployments sorts 72,000 rows of ~35 sums (10 MB):
+        # at the default 4 MB that sort went to disk (EXPLAIN ANALYZE, bench/query.py).
+        cursor.execute("SET LOCAL work_mem = '32MB'")
         if not parallel:
             # Starting parallel workers for the views' real-time branch, which returns a minute
             # of data, cost 30-100 ms on a busy 2-core machine.
@@ -400,6 +421,18 @@ def _sum_coverage(
     return result
 
 
+def _sum_node_coverage(
+    by_node: dict[int, list[tuple[datetime, float]]], nodes: frozenset[int]
+) -> dict[datetime, tuple[float, int]]:
+    """_sum_coverage from coverage indexed by node (series_many: one pass per node set)."""
+    result: dict[datetime, tuple[float, int]] = {}
+    for node in nodes:
+        for bucket, seconds in by_node.get(node, ()):
+            total, count = result.get(bucket, (0.0, 0))
+            result[bucket] = (total + seconds, count + 1)
+    return result
+
+
 @dataclass(frozen=True)
 class PointField:
     """One field of a series point (and of `usage`): its unit and meaning, defined once here; the
@@ -438,8 +471,10 @@ def point_from_sums(
     *,
     divisor: float | None = None,
     coverage: float | None = None,
+    fields: Fields = None,
 ) -> dict[str, Any]:
-    """One point from a bucket's sums; `seconds` is the bucket's length.
+    """One point from a bucket's sums; `seconds` is the bucket's length (`fields`: only these
+    metrics are computed, the others stay null).
 
     A pod or node reads its time-weighted average over the seconds it reported, and its coverage
     is that share of the bucket. A namespace or Deployment is a sum over pods, divided by the
@@ -447,7 +482,7 @@ def point_from_sums(
     or a collector gap reads the true rate, and `coverage` says which share of the bucket its
     nodes reported.
     """
-    point: dict[str, Any] = dict.fromkeys(POINT_FIELDS)
+    point: dict[str, Any] = dict.fromkeys(POINT_FIELDS if fields is None else _point_keys(fields))
     point["time"] = bucket
     point["coverage"] = coverage
     if not sums or not sums.get("samples"):
@@ -458,36 +493,59 @@ def point_from_sums(
         divisor = sums["covered_seconds"]
         if coverage is None and divisor:
             point["coverage"] = min(1.0, divisor / seconds)
-    for metric in catalogue.metrics_of(entity.kind):
-        point[metric.name] = _metric_value(metric, sums, divisor)
-    if entity.kind not in NODE_KINDS:
+    # The loop runs once per metric per point (300,000 times for 50 series of a day): plain
+    # tuples, no calls.
+    for name, how, first, second, scale in _rules(entity.kind, fields):
+        value = sums.get(first)
+        if value is None:
+            continue
+        if how == _RATE:
+            point[name] = value * scale / divisor if divisor else None
+        elif how == _RATIO:
+            below = sums.get(second)
+            point[name] = value * scale / below if below else None
+        elif how == _TOTAL:
+            point[name] = int(round(value))
+        else:
+            point[name] = float(value)
+    if entity.kind not in NODE_KINDS and (entity.cpu_capacity_cores or entity.memory_capacity_bytes):
         _capacity_from_node(point, entity)
     return point
 
 
-def _metric_value(metric: catalogue.Metric, sums: dict[str, Any], divisor: float) -> float | int | None:
-    value = sums.get(metric.columns[0].name)
-    if metric.point == catalogue.RATE:
-        return _div(value, divisor, metric.scale)
-    if metric.point == catalogue.RATIO:
-        return _div(value, sums.get(metric.columns[1].name), metric.scale)
-    if value is None:
-        return None
-    if metric.point == catalogue.TOTAL:
-        return int(round(value))
-    return float(value)
+@functools.cache
+def _point_keys(fields: tuple[str, ...]) -> tuple[str, ...]:
+    return ("time", "coverage", *fields)
+
+
+_RATE, _RATIO, _TOTAL = catalogue.RATE, catalogue.RATIO, catalogue.TOTAL
+
+
+@functools.cache
+def _rules(kind: str, fields: Fields = None) -> tuple[tuple[str, str, str, str, float], ...]:
+    """Per metric of a kind (in `fields`): (field, how, column, second column or "", scale)."""
+    return tuple(
+        (m.name, m.point, m.columns[0].name, m.columns[-1].name if len(m.columns) > 1 else "", m.scale)
+        for m in catalogue.metrics_of(kind)
+        if fields is None or m.name in fields
+    )
 
 
 def _capacity_from_node(point: dict[str, Any], entity: Entity) -> None:
-    # A pod's share of its node, from the node's current capacity in the inventory.
+    # A pod's share of its node, from the node's current capacity in the inventory (only into
+    # the fields the point has: a caller may have asked for some).
+    values: dict[str, Any] = {}
     if entity.cpu_capacity_cores:
-        point["cpu_capacity_millicores"] = entity.cpu_capacity_cores * 1000.0
-        point["cpu_percent_of_capacity"] = _div(point["cpu_millicores"], point["cpu_capacity_millicores"], 100.0)
+        values["cpu_capacity_millicores"] = entity.cpu_capacity_cores * 1000.0
+        values["cpu_percent_of_capacity"] = _div(point.get("cpu_millicores"), values["cpu_capacity_millicores"], 100.0)
     if entity.memory_capacity_bytes:
-        point["memory_capacity_bytes"] = float(entity.memory_capacity_bytes)
-        point["memory_percent_of_capacity"] = _div(
-            point["memory_working_set_bytes"], point["memory_capacity_bytes"], 100.0
+        values["memory_capacity_bytes"] = float(entity.memory_capacity_bytes)
+        values["memory_percent_of_capacity"] = _div(
+            point.get("memory_working_set_bytes"), values["memory_capacity_bytes"], 100.0
         )
+    for name, value in values.items():
+        if name in point:
+            point[name] = value
 
 
 def series(entity: Entity, window: Window, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -509,16 +567,21 @@ def _points(
     covered: dict[datetime, tuple[float, int]],
     node_count: int,
     now: datetime,
+    fields: Fields = None,
 ) -> list[dict[str, Any]]:
-    """One point per bucket of the window from its sums (and, for groups, its nodes' coverage)."""
+    """One point per bucket of the window from its sums (and, for groups, its nodes' coverage);
+    with `fields`, points carry only those, `time` and `coverage`."""
     step = timedelta(seconds=window.step)
     points = []
     bucket = window.start
     while bucket < window.end:
         if entity.kind in AGGREGATE_KINDS:
-            points.append(_group_point(entity, bucket, window.step, sums.get(bucket), covered.get(bucket), node_count, now))
+            point = _group_point(
+                entity, bucket, window.step, sums.get(bucket), covered.get(bucket), node_count, now, fields
+            )
         else:
-            points.append(point_from_sums(entity, bucket, float(window.step), sums.get(bucket)))
+            point = point_from_sums(entity, bucket, float(window.step), sums.get(bucket), fields=fields)
+        points.append(point)
         bucket += step
     return points
 
@@ -531,6 +594,7 @@ def _group_point(
     covered: tuple[float, int] | None,
     node_count: int,
     now: datetime,
+    fields: Fields = None,
 ) -> dict[str, Any]:
     if covered and covered[1]:
         seconds, reporting = covered
@@ -538,11 +602,11 @@ def _group_point(
         # cadence, and a node silent for the whole bucket lowers coverage, not the rate.
         divisor = seconds / reporting
         coverage = min(1.0, seconds / (max(node_count, reporting) * step))
-        return point_from_sums(entity, bucket, float(step), sums, divisor=divisor, coverage=coverage)
+        return point_from_sums(entity, bucket, float(step), sums, divisor=divisor, coverage=coverage, fields=fields)
     # No node samples (data written without its node's, as some tests and old data do): the
     # bucket's elapsed part, and an unknown coverage.
     elapsed = min(step, max((now - bucket).total_seconds(), 1.0))
-    point = point_from_sums(entity, bucket, float(step), sums, divisor=elapsed)
+    point = point_from_sums(entity, bucket, float(step), sums, divisor=elapsed, fields=fields)
     if sums and sums.get("samples"):
         point["coverage"] = None
     else:
@@ -699,11 +763,12 @@ def _where_many(kind: str, keys: list[tuple[Any, ...]]) -> tuple[str, list[Any]]
 
 
 def series_many(
-    entities: list[Entity], window: Window, now: datetime | None = None
+    entities: list[Entity], window: Window, now: datetime | None = None, fields: Fields = None
 ) -> list[list[dict[str, Any]]]:
     """The series of many entities of one kind, in their order, with a fixed number of queries
     (one for the sums, and for namespaces and Deployments one for their nodes and one for those
-    nodes' coverage), whatever their number. Each equals series() of that entity."""
+    nodes' coverage), whatever their number. Each equals series() of that entity. `fields`
+    (point field names) limits the sums read and the points to those fields."""
     if not entities:
         return []
     kind = entities[0].kind
@@ -714,16 +779,16 @@ def series_many(
     keys = [e.key for e in entities]
     where, key_params = _where_many(kind, keys)
     if window.source == "raw":
-        sql, names = _raw_spread_sql(kind, where, group=cols)
+        sql, names = _raw_spread_sql(kind, where, group=cols, fields=fields)
         params = [window.step, EPOCH, *key_params, window.start - MAX_INTERVAL, window.end, window.start, window.end]
     else:
-        sql = _rollup_select(kind, window.source, where, group=cols)
-        names = _rollup_names(kind)
+        sql = _rollup_select(kind, window.source, where, group=cols, fields=fields)
+        names = _rollup_names(kind, fields)
         params = [window.step, EPOCH, *key_params, window.start, window.end]
     sums: dict[tuple[Any, ...], dict[datetime, dict[str, Any]]] = {}
     for row in _fetch(sql, params, parallel=window.source == "raw"):
-        values: dict[str, Any] = dict.fromkeys(SUM_NAMES)
-        values.update(zip(names, row[1 + len(cols):]))
+        # Sums an entity lacks are simply absent: point_from_sums reads them with get().
+        values = dict(zip(names, row[1 + len(cols):]))
         sums.setdefault(tuple(row[1 : 1 + len(cols)]), {})[row[0]] = values
     nodes_of: dict[tuple[Any, ...], set[int]] = {}
     per_node: dict[tuple[int, datetime], float] = {}
@@ -731,11 +796,21 @@ def series_many(
         nodes_of = _group_nodes_in(kind, keys, window)
         per_node = node_coverage_by_node(sorted({n for ns in nodes_of.values() for n in ns}), window)
     result = []
+    # Many groups share their nodes (every Deployment spread over the same few): sum once per set.
+    coverage_of: dict[frozenset[int], dict[datetime, tuple[float, int]]] = {}
+    by_node: dict[int, list[tuple[datetime, float]]] = {}
+    for (node, bucket), seconds in per_node.items():
+        by_node.setdefault(node, []).append((bucket, seconds))
     for entity in entities:
         key = tuple(entity.key)
         nodes = nodes_of.get(key, set())
-        covered = _sum_coverage(per_node, nodes) if kind in AGGREGATE_KINDS else {}
-        result.append(_points(entity, window, sums.get(key, {}), covered, len(nodes), now))
+        covered: dict[datetime, tuple[float, int]] = {}
+        if kind in AGGREGATE_KINDS:
+            node_set = frozenset(nodes)
+            if node_set not in coverage_of:
+                coverage_of[node_set] = _sum_node_coverage(by_node, node_set)
+            covered = coverage_of[node_set]
+        result.append(_points(entity, window, sums.get(key, {}), covered, len(nodes), now, fields))
     return result
 
 

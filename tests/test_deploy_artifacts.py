@@ -379,9 +379,12 @@ def test_the_collector_runs_on_every_node_with_the_host_mounted_read_only(docs: 
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
-    for host_path, mount_path in (("/proc", "/host/proc"), ("/sys", "/host/sys"), ("/var/log/pods", "/var/log/pods")):
+    for host_path, mount_path in (("/proc", "/host/proc"), ("/sys", "/host/sys"), ("/var/log/pods", "/var/log/pods"),
+                                  ("/var/lib/kubelet/pod-resources", "/var/lib/kubelet/pod-resources")):
         name = next(n for n, p in host_paths.items() if p == host_path)
         assert mounts[name]["mountPath"] == mount_path and mounts[name]["readOnly"] is True
+    # The GPU allocations' socket, where the collector looks for it by default.
+    assert env["KUBEMONITOR_POD_RESOURCES_SOCKET"]["value"] == "/var/lib/kubelet/pod-resources/kubelet.sock"
     caps = c["securityContext"]["capabilities"]
     assert caps["drop"] == ["ALL"] or c["securityContext"].get("privileged")
     assert c["resources"]["requests"] and c["resources"]["limits"]

@@ -10,6 +10,15 @@ It returns what the real bindings return, shaped the same way:
 * nvmlDeviceGetProcessUtilization -> a slice of `c_nvmlProcessUtilizationSample_t` structures
   (pid, timeStamp in microseconds, smUtil, memUtil, encUtil, decUtil), raising NOT_FOUND when no
   sample is newer than the timestamp passed in, as NVML does;
+* nvmlDeviceGetSamples(handle, NVML_GPU_UTILIZATION_SAMPLES, since) -> (value type, a slice of
+  `c_nvmlSample_t` (timeStamp µs, sampleValue: the `c_nvmlValue_t` union, uiVal set)), NOT_FOUND
+  when none is newer, NOT_SUPPORTED on MIG instances;
+* nvmlDeviceGetMigMode -> [current, pending] (NOT_SUPPORTED on GPUs without MIG),
+  nvmlDeviceGetMaxMigDeviceCount / nvmlDeviceGetMigDeviceHandleByIndex (NOT_FOUND for an empty
+  slot); a MIG instance handle answers memory and processes, and NOT_SUPPORTED for utilisation,
+  as the driver does; a GPU in MIG mode has no utilisation of its own either;
+* nvmlDeviceGetTemperature (°C), nvmlDeviceGetPowerUsage (mW), nvmlDeviceGetTotalEnergyConsumption
+  (mJ since the driver loaded), nvmlSystemGetDriverVersion (str);
 * failures -> `NVMLError(code)`, which like the real class turns into the per-code subclass
   (`NVMLError_NotSupported`, ...) and carries `.value`; the codes are nvml.h's.
 It also counts nvmlInit / nvmlShutdown calls so tests can check NVML is never left open.
@@ -17,7 +26,9 @@ It also counts nvmlInit / nvmlShutdown calls so tests can check NVML is never le
 
 from __future__ import annotations
 
-from ctypes import Structure, c_uint, c_ulonglong
+from ctypes import (
+    Structure, Union, c_double, c_int, c_longlong, c_uint, c_ulong, c_ulonglong, c_ushort,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +44,11 @@ NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_ERROR_FUNCTION_NOT_FOUND = 13
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_UNKNOWN = 999
+NVML_GPU_UTILIZATION_SAMPLES = 1
+NVML_VALUE_TYPE_UNSIGNED_INT = 1
+NVML_TEMPERATURE_GPU = 0
+NVML_DEVICE_MIG_DISABLE = 0
+NVML_DEVICE_MIG_ENABLE = 1
 
 _NAMES = {
     NVML_ERROR_UNINITIALIZED: ("Uninitialized", "Uninitialized"),
@@ -110,6 +126,22 @@ class c_nvmlProcessUtilizationSample_t(Structure):
     ]
 
 
+class c_nvmlValue_t(Union):
+    _fields_ = [
+        ("dVal", c_double),
+        ("uiVal", c_uint),
+        ("ulVal", c_ulong),
+        ("ullVal", c_ulonglong),
+        ("sllVal", c_longlong),
+        ("siVal", c_int),
+        ("usVal", c_ushort),
+    ]
+
+
+class c_nvmlSample_t(Structure):
+    _fields_ = [("timeStamp", c_ulonglong), ("sampleValue", c_nvmlValue_t)]
+
+
 NVML_VALUE_NOT_AVAILABLE_ulonglong = c_ulonglong(-1)
 # Process infos outside MIG report these "invalid" instance ids (0xFFFFFFFF).
 _NO_INSTANCE = 0xFFFFFFFF
@@ -145,6 +177,17 @@ class FakeDevice:
     samples: list[tuple[int, int, int, int]] = field(default_factory=list)
     # Function name -> NVML error code that call returns on this device.
     errors: dict[str, int] = field(default_factory=dict)
+    # The device's own utilisation samples: (timeStamp µs, percent).
+    util_samples: list[tuple[int, int]] = field(default_factory=list)
+    temperature: int | None = None  # °C; None: NOT_SUPPORTED
+    power_mw: int | None = None
+    energy_mj: int | None = None  # None: NOT_SUPPORTED (pre-Volta)
+    # None: the GPU cannot do MIG (NOT_SUPPORTED); else the current mode.
+    mig_mode: int | None = None
+    # MIG instances by slot (None: empty slot); only answered while mig_mode is enabled.
+    mig: list[FakeDevice | None] = field(default_factory=list)
+    # Set on MIG instances.
+    is_mig_instance: bool = False
 
 
 class FakeNvml:
@@ -152,27 +195,43 @@ class FakeNvml:
 
     NVMLError = NVMLError
 
-    def __init__(self, devices: list[FakeDevice], init_error: int | None = None) -> None:
+    def __init__(
+        self, devices: list[FakeDevice], init_error: int | None = None,
+        driver_version: str = "550.54.15",
+    ) -> None:
         self.devices = devices
+        self.driver_version = driver_version
         self.init_error = init_error
         self.init_calls = 0
         self.shutdown_calls = 0
         self.open = 0
         self.process_utilization_calls: list[tuple[str, int]] = []
         for name, value in globals().items():
-            if name.startswith(("NVMLError_", "NVML_ERROR_")):
+            if name.startswith(("NVMLError_", "NVML_")):
                 setattr(self, name, value)
 
     def _check_open(self) -> None:
         if self.open <= 0:
             raise NVMLError(NVML_ERROR_UNINITIALIZED)
 
-    def _device(self, handle: int, function: str) -> FakeDevice:
+    def _device(self, handle: FakeDevice, function: str) -> FakeDevice:
+        """Handles are the FakeDevice objects themselves (NVML's are opaque pointers)."""
         self._check_open()
-        device = self.devices[handle]
+        device = handle
         if function in device.errors:
             raise NVMLError(device.errors[function])
         return device
+
+    def _whole_gpu(self, handle: FakeDevice, function: str) -> FakeDevice:
+        """Utilisation queries: NOT_SUPPORTED on a MIG instance and on a GPU in MIG mode."""
+        d = self._device(handle, function)
+        if d.is_mig_instance or d.mig_mode == NVML_DEVICE_MIG_ENABLE:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return d
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        self._check_open()
+        return self.driver_version
 
     def nvmlInit(self) -> None:
         self.init_calls += 1
@@ -189,26 +248,80 @@ class FakeNvml:
         self._check_open()
         return len(self.devices)
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeDevice:
         self._check_open()
         if not 0 <= index < len(self.devices):
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-        self._device(index, "nvmlDeviceGetHandleByIndex")
-        return index
+        return self._device(self.devices[index], "nvmlDeviceGetHandleByIndex")
 
-    def nvmlDeviceGetUUID(self, handle: int) -> str:
+    def nvmlDeviceGetUUID(self, handle: FakeDevice) -> str:
         return self._device(handle, "nvmlDeviceGetUUID").uuid
 
-    def nvmlDeviceGetName(self, handle: int) -> str:
+    def nvmlDeviceGetName(self, handle: FakeDevice) -> str:
         return self._device(handle, "nvmlDeviceGetName").name
 
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> c_nvmlMemory_t:
+    def nvmlDeviceGetMemoryInfo(self, handle: FakeDevice) -> c_nvmlMemory_t:
         d = self._device(handle, "nvmlDeviceGetMemoryInfo")
         return c_nvmlMemory_t(d.memory_total, d.memory_total - d.memory_used, d.memory_used)
 
-    def nvmlDeviceGetUtilizationRates(self, handle: int) -> c_nvmlUtilization_t:
-        d = self._device(handle, "nvmlDeviceGetUtilizationRates")
+    def nvmlDeviceGetUtilizationRates(self, handle: FakeDevice) -> c_nvmlUtilization_t:
+        d = self._whole_gpu(handle, "nvmlDeviceGetUtilizationRates")
         return c_nvmlUtilization_t(d.gpu_util, d.memory_util)
+
+    def nvmlDeviceGetSamples(
+        self, handle: FakeDevice, sampling_type: int, timeStamp: int
+    ) -> tuple[int, list[c_nvmlSample_t]]:
+        d = self._whole_gpu(handle, "nvmlDeviceGetSamples")
+        if sampling_type != NVML_GPU_UTILIZATION_SAMPLES:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        newer = [(ts, v) for ts, v in d.util_samples if ts > timeStamp]
+        if not newer:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        array = (c_nvmlSample_t * len(newer))()
+        for slot, (ts, value) in zip(array, newer):
+            slot.timeStamp = ts
+            slot.sampleValue.uiVal = value
+        return NVML_VALUE_TYPE_UNSIGNED_INT, array[0 : len(newer)]
+
+    def nvmlDeviceGetTemperature(self, handle: FakeDevice, sensor: int) -> int:
+        d = self._device(handle, "nvmlDeviceGetTemperature")
+        if d.temperature is None or d.is_mig_instance or sensor != NVML_TEMPERATURE_GPU:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return d.temperature
+
+    def nvmlDeviceGetPowerUsage(self, handle: FakeDevice) -> int:
+        d = self._device(handle, "nvmlDeviceGetPowerUsage")
+        if d.power_mw is None or d.is_mig_instance:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return d.power_mw
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeDevice) -> int:
+        d = self._device(handle, "nvmlDeviceGetTotalEnergyConsumption")
+        if d.energy_mj is None or d.is_mig_instance:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return d.energy_mj
+
+    def nvmlDeviceGetMigMode(self, handle: FakeDevice) -> list[int]:
+        d = self._device(handle, "nvmlDeviceGetMigMode")
+        if d.mig_mode is None or d.is_mig_instance:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return [d.mig_mode, d.mig_mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: FakeDevice) -> int:
+        d = self._device(handle, "nvmlDeviceGetMaxMigDeviceCount")
+        if d.mig_mode is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return 7  # A100 / H100: up to seven instances
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: FakeDevice, index: int) -> FakeDevice:
+        d = self._device(handle, "nvmlDeviceGetMigDeviceHandleByIndex")
+        if d.mig_mode != NVML_DEVICE_MIG_ENABLE:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        if index >= len(d.mig) or d.mig[index] is None:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        instance = d.mig[index]
+        assert instance is not None
+        return instance
 
     def _processes(self, entries: list[tuple[int, int | None]]) -> list[nvmlFriendlyObject]:
         out = []
@@ -217,18 +330,18 @@ class FakeNvml:
             out.append(_friendly(c_nvmlProcessInfo_v2_t(pid, raw, _NO_INSTANCE, _NO_INSTANCE)))
         return out
 
-    def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[nvmlFriendlyObject]:
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeDevice) -> list[nvmlFriendlyObject]:
         return self._processes(self._device(handle, "nvmlDeviceGetComputeRunningProcesses").compute)
 
-    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: int) -> list[nvmlFriendlyObject]:
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: FakeDevice) -> list[nvmlFriendlyObject]:
         return self._processes(
             self._device(handle, "nvmlDeviceGetGraphicsRunningProcesses").graphics
         )
 
     def nvmlDeviceGetProcessUtilization(
-        self, handle: int, timeStamp: int
+        self, handle: FakeDevice, timeStamp: int
     ) -> list[c_nvmlProcessUtilizationSample_t]:
-        d = self._device(handle, "nvmlDeviceGetProcessUtilization")
+        d = self._whole_gpu(handle, "nvmlDeviceGetProcessUtilization")
         self.process_utilization_calls.append((d.uuid, timeStamp))
         newer = [s for s in d.samples if s[1] > timeStamp]
         if not newer:

@@ -355,6 +355,8 @@ def test_read_gpus_gives_contract_keys_per_node_pod_and_container(
 
     reading = gpu.read_gpus(roots)
 
+    assert reading is not None
+    assert [d["uuid"] for d in reading.pop("devices")] == [d.uuid for d in nvml.devices]
     assert reading == {
         "node": {"gpu_utilization_percent": 65.0, "gpu_memory_bytes": 42 * GIB},
         "pods": {
@@ -434,3 +436,102 @@ def test_gpu_figures_reach_the_batch_of_a_captured_node(
     others = [c for c in web["containers"] if not c["id"].endswith(app_id)]
     assert others and all("gpu_memory_bytes" not in c for c in others)
     assert all("gpu_memory_bytes" not in p for p in batch["pods"] if p["uid"] != web_uid)
+
+
+# An H100 node and an A100 in MIG mode, with the figures such devices report (driver 550.54.15:
+# an H100 80GB HBM3 shows 81559 MiB total, an A100-SXM4-40GB 40960 MiB; MIG 1g.5gb instances 4864
+# MiB and 3g.20gb 19968 MiB; an idle H100 draws about 70 W, a busy one 300-700 W).
+H100_MEMORY = 81559 * MIB
+A100_MEMORY = 40960 * MIB
+
+
+def h100(util_samples: list[tuple[int, int]]) -> FakeDevice:
+    return FakeDevice(
+        uuid="GPU-8a6a3c1e-4f2b-9d7e-1c5a-3b9e7f2d6a40", name="NVIDIA H100 80GB HBM3",
+        memory_total=H100_MEMORY, memory_used=71234 * MIB, gpu_util=97, memory_util=48,
+        compute=[(4101, 70912 * MIB)], samples=[(4101, T0 + 9_000_000, 96, 47)],
+        util_samples=util_samples, temperature=61, power_mw=512_345, energy_mj=91_234_567_890,
+        mig_mode=fake_nvml.NVML_DEVICE_MIG_DISABLE,
+    )
+
+
+def a100_mig() -> FakeDevice:
+    one_g = FakeDevice(uuid="MIG-4f3a2b1c-9d8e-5f7a-b6c4-1e2d3f4a5b6c", name="NVIDIA A100-SXM4-40GB MIG 1g.5gb",
+                       memory_total=4864 * MIB, memory_used=3100 * MIB, gpu_util=0, memory_util=0,
+                       compute=[(4202, 3088 * MIB)], is_mig_instance=True)
+    three_g = FakeDevice(uuid="MIG-7b6a5c4d-3e2f-5a1b-9c8d-7e6f5a4b3c2d", name="NVIDIA A100-SXM4-40GB MIG 3g.20gb",
+                         memory_total=19968 * MIB, memory_used=13 * MIB, gpu_util=0, memory_util=0,
+                         is_mig_instance=True)
+    return FakeDevice(
+        uuid="GPU-1d2c3b4a-5e6f-7a8b-9c0d-1e2f3a4b5c6d", name="NVIDIA A100-SXM4-40GB",
+        memory_total=A100_MEMORY, memory_used=3113 * MIB, gpu_util=0, memory_util=0,
+        temperature=38, power_mw=71_877, energy_mj=None, mig_mode=fake_nvml.NVML_DEVICE_MIG_ENABLE,
+        mig=[None, one_g, None, three_g],
+    )
+
+
+def test_it_reads_each_devices_inventory_power_and_temperature(roots: Roots) -> None:
+    nvml = FakeNvml([h100([]), a100_mig()])
+    reading = gpu.GpuSource(roots, nvml=nvml, clock=lambda: (T0 + 10_000_000) / 1e6).read()
+
+    assert reading is not None
+    rows = [d.contract() for d in reading.devices]
+    assert [(r["name"], r["index"], r["parent_uuid"], r["mig_mode"]) for r in rows] == [
+        ("NVIDIA H100 80GB HBM3", 0, None, "disabled"),
+        ("NVIDIA A100-SXM4-40GB", 1, None, "enabled"),
+        ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", 1, "GPU-1d2c3b4a-5e6f-7a8b-9c0d-1e2f3a4b5c6d", None),
+        ("NVIDIA A100-SXM4-40GB MIG 3g.20gb", 3, "GPU-1d2c3b4a-5e6f-7a8b-9c0d-1e2f3a4b5c6d", None),
+    ]
+    assert all(r["driver_version"] == "550.54.15" for r in rows)
+    h, a, one_g, _ = rows
+    # No energy reading before this one: the current draw, in watts.
+    assert (h["power_watts"], h["temperature_celsius"], h["utilization_percent"]) == (512.345, 61.0, 97.0)
+    assert h["memory_total_bytes"] == H100_MEMORY and h["memory_used_bytes"] == 71234 * MIB
+    # A GPU in MIG mode and its instances have no utilisation counter; the instance has its memory.
+    assert a["utilization_percent"] is None and a["power_watts"] == 71.877
+    assert one_g["memory_total_bytes"] == 4864 * MIB and one_g["power_watts"] is None
+    assert [d.per_process_utilization for d in reading.devices] == [True, False, False, False]
+    # The MIG instance's process belongs to pod B; memory counts, utilisation is unknown.
+    assert reading.pods[POD_B].memory_bytes == 3088 * MIB
+    assert reading.pods[POD_B].utilization_percent is None
+    # Node totals count whole GPUs once (not their instances again).
+    assert reading.node.memory_bytes == (71234 + 3113) * MIB
+    assert reading.node.utilization_percent == 97.0
+
+
+def test_device_utilisation_is_time_weighted_over_the_interval_and_power_comes_from_energy(roots: Roots) -> None:
+    now = [(T0 + 10_000_000) / 1e6]
+    device = h100([(T0 + 9_000_000, 40), (T0 + 9_500_000, 80)])
+    nvml = FakeNvml([device])
+    source = gpu.GpuSource(roots, nvml=nvml, clock=lambda: now[0])
+    first = source.read()
+    assert first is not None
+    # The first two samples, each standing for the half second before it (the typical gap).
+    assert first.devices[0].utilization_percent == pytest.approx(60.0)
+
+    # Ten seconds later: 1 s at 100 %, then 9 s at 10 %, and 4.2 kJ used (420 W).
+    now[0] += 10
+    device.util_samples += [(T0 + 10_500_000, 100), (T0 + 19_500_000, 10)]
+    device.energy_mj += 4_200_000
+    second = source.read()
+
+    assert second is not None
+    assert second.devices[0].utilization_percent == pytest.approx((1.0 * 100 + 9.0 * 10) / 10.0)
+    assert second.devices[0].power_watts == pytest.approx(420.0)
+
+
+def test_the_fake_nvml_samples_match_the_installed_pynvml() -> None:
+    pynvml = pytest.importorskip("pynvml")
+    for name in ("c_nvmlValue_t", "c_nvmlSample_t"):
+        real = [f[0] for f in getattr(pynvml, name)._fields_]
+        assert real == [f[0] for f in getattr(fake_nvml, name)._fields_], name
+    for constant in ("NVML_GPU_UTILIZATION_SAMPLES", "NVML_TEMPERATURE_GPU", "NVML_DEVICE_MIG_ENABLE",
+                     "NVML_VALUE_TYPE_UNSIGNED_INT"):
+        assert getattr(pynvml, constant) == getattr(fake_nvml, constant), constant
+    for constant in ("NVML_GPU_UTILIZATION_SAMPLES", "NVML_TEMPERATURE_GPU", "NVML_DEVICE_MIG_ENABLE"):
+        assert getattr(pynvml, constant) == getattr(gpu, constant), constant
+    for function in ("nvmlDeviceGetSamples", "nvmlDeviceGetMigMode", "nvmlDeviceGetMaxMigDeviceCount",
+                     "nvmlDeviceGetMigDeviceHandleByIndex", "nvmlDeviceGetTemperature",
+                     "nvmlDeviceGetPowerUsage", "nvmlDeviceGetTotalEnergyConsumption",
+                     "nvmlSystemGetDriverVersion"):
+        assert callable(getattr(pynvml, function)), function

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework.routers import DefaultRouter
 
-from metrics.api import schema, views  # noqa: F401  (schema registers the token scheme)
+from metrics.api import gpu_views, schema, views  # noqa: F401  (schema registers the token scheme)
 from metrics.api.views import NAME_REGEX
 
 # Names contain dots, so no `.json` format suffixes; `?format=json` still works.
@@ -41,5 +41,9 @@ router.register(
     views.NamespaceModelServerViewSet,
     basename="model-server-namespace",
 )
+
+# GPUs (metrics/api/gpu_views.py).
+router.register("gpus", gpu_views.GpuViewSet, basename="gpu")
+router.register(rf"nodes/(?P<node>{NAME_REGEX})/gpus", gpu_views.NodeGpuViewSet, basename="node-gpu")
 
 urlpatterns = router.urls

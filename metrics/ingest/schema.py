@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import from_json
 
+from metrics.ingest.gpu_schema import MAX_GPUS, IngestGpu, check_gpus
+
 # Bigint columns hold the integers; anything larger could not be stored.
 BIGINT_MAX = 2**63 - 1
 # Integer columns (oom_kills, restarts).
@@ -203,6 +205,8 @@ class IngestBatch(_Strict):
     pods: Annotated[list[IngestPod], Field(max_length=MAX_PODS)]
     collector: IngestCollectorInfo | None = None
     warnings: Annotated[list[Text], Field(max_length=MAX_WARNINGS)] | None = None
+    # GPUs of the node, one per device (metrics/ingest/gpu_schema.py).
+    gpus: Annotated[list[IngestGpu], Field(max_length=MAX_GPUS)] | None = None
 
     @field_validator("time", mode="before")
     @classmethod
@@ -362,7 +366,7 @@ def parse_batch(body: bytes, now: datetime, raw_retention: timedelta) -> IngestB
         errors = nul_errors(from_json(body))
         if errors:
             raise BatchInvalid(errors)
-    errors = check_batch(batch, now, raw_retention) | serving_errors(batch)
+    errors = check_batch(batch, now, raw_retention) | check_gpus(batch.gpus) | serving_errors(batch)
     if errors:
         raise BatchInvalid(errors)
     return batch

@@ -33,6 +33,7 @@ import psycopg
 from django.conf import settings
 from django.db import connection, models, transaction
 
+from metrics.ingest.gpus import GpuSampleConflict, store_gpus
 from metrics.ingest.schema import IngestBatch as Batch
 from metrics.models import (
     ContainerSample,
@@ -400,6 +401,14 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
                 _copy_serving(cursor, batch, serving, pod_ids, node_id, end)
             t5 = tick()
             timings["copy_containers"] = t5 - t4
+
+            # GPUs (metrics/ingest/gpus.py): after the pods, whose ids their samples point at.
+            if batch.gpus:
+                pod_id_by_uid = {pod.uid: pod_id for pod, pod_id in zip(batch.pods, pod_ids)}
+                try:
+                    store_gpus(cursor, batch.gpus, node_id, pod_id_by_uid, start, end, interval)
+                except GpuSampleConflict as exc:
+                    raise SampleConflict(exc.errors) from None
 
             if _record_ingested_range is not None:
                 _record_ingested_range(cursor, earliest, end)

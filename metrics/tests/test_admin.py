@@ -14,11 +14,23 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from metrics.models import ApiToken, Container, ContainerSample, NodeSample, PodSample, ServingSample
+from metrics.models import (
+    ApiToken,
+    Container,
+    ContainerSample,
+    GpuDevice,
+    GpuSample,
+    NodeSample,
+    PodSample,
+    ServingSample,
+)
 from metrics.tests.read_helpers import make_node, make_pod, node_rows, pod_rows
 from metrics.tokens import create_token, lookup_token
 
-SAMPLE_TABLES = ("metrics_nodesample", "metrics_podsample", "metrics_containersample", "metrics_servingsample")
+SAMPLE_TABLES = (
+    "metrics_nodesample", "metrics_podsample", "metrics_containersample", "metrics_gpusample",
+    "metrics_servingsample",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +70,18 @@ def data(db):
         pod=pod, node=node, time=now - timedelta(seconds=10), interval_seconds=10, namespace="shop",
         deployment="web", model_server="vllm", model_name=pod.model_name, generation_tokens=1200,
     )
+    gpu = GpuDevice.objects.create(
+        node=node, uuid="GPU-8a6a3c1e-4f2b-9d7e-1c5a-3b9e7f2d6a40", index=0, name="NVIDIA H100 80GB HBM3",
+        memory_total_bytes=80 * 2**30, mig_mode="disabled", driver_version="550.54.15",
+        first_seen=now, last_seen=now,
+    )
+    GpuSample.objects.create(
+        device=gpu, node=node, time=now - timedelta(seconds=10), interval_seconds=10, gpu_utilization_percent=91.5,
+        gpu_memory_bytes=70 * 2**30, gpu_power_watts=512.3, gpu_temperature_celsius=61, pod=pod, namespace="shop",
+        pod_name="web-1", container="app",
+    )
     create_token("collector-1")
-    return {"node": node, "pod": pod, "container": container}
+    return {"node": node, "pod": pod, "container": container, "gpu": gpu}
 
 
 def _counts_over_samples(queries) -> list[str]:
@@ -195,6 +217,22 @@ def test_the_revoke_action_says_how_long_ingest_may_still_accept_the_token(staff
         follow=True,
     )
     assert "ingest refuses them within 10 s" in response.content.decode()
+
+
+def test_gpu_sample_filters_search_and_dates_never_count_or_scan(staff, data):
+    url = reverse("admin:metrics_gpusample_changelist")
+    now = timezone.localtime()
+    for p, found in [
+        ({"node": data["node"].pk}, 1), ({"model": "NVIDIA H100 80GB HBM3"}, 1), ({"model": "Tesla T4"}, 0),
+        ({"shared__exact": "1"}, 0), ({"q": "GPU-8a6a"}, 1), ({"q": "node-a"}, 1), ({"q": "web-1"}, 1),
+        ({"q": "nothing"}, 0), ({"time__year": now.year, "time__month": now.month, "time__day": now.day}, 1),
+    ]:
+        with CaptureQueriesContext(connection) as queries:
+            response = staff.get(url, p)
+        assert response.status_code == 200, p
+        assert b"errornote" not in response.content, p
+        assert _counts_over_samples(queries) == [], p
+        assert response.context["cl"].result_count == found, p
 
 
 @pytest.mark.parametrize(

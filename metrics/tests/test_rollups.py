@@ -141,6 +141,26 @@ def test_node_rollups_carry_capacity_as_core_seconds(cluster):
     assert row["memory_total_byte_seconds"] / row["covered_seconds"] == pytest.approx(32 * 1024 * MiB)
 
 
+def make_gpu_samples(node, start, end, interval):
+    """One GPU on `node` with varying samples every `interval` seconds in [start, end)."""
+    from metrics.models import GpuDevice, GpuSample
+
+    device = GpuDevice.objects.create(
+        node=node, uuid=f"GPU-test-{node.pk}", index=0, name="NVIDIA H100 80GB HBM3",
+        memory_total_bytes=80 * 1024 * MiB, first_seen=start, last_seen=end,
+    )
+    rows, t = [], start
+    while t < end:
+        rows.append(GpuSample(
+            device=device, node=node, time=t, interval_seconds=interval,
+            gpu_utilization_percent=float(t.minute), gpu_memory_bytes=(t.minute + 1) * MiB,
+            gpu_memory_total_bytes=80 * 1024 * MiB, gpu_power_watts=100.0 + t.second,
+            gpu_temperature_celsius=40.0 + t.minute % 5,
+        ))
+        t += timedelta(seconds=interval)
+    GpuSample.objects.bulk_create(rows)
+
+
 def test_an_hour_equals_the_sum_of_its_minutes(cluster):
     start = recent_hour(3)
     # Varying usage, so a wrong grouping could not hide behind constant rows.
@@ -150,13 +170,14 @@ def test_an_hour_equals_the_sum_of_its_minutes(cluster):
     )
     make_pod_samples(cluster["pods"]["web-b"], start, start + 2 * HOUR, 15, cpu_cores=lambda t: t.second / 60)
     make_node_samples(cluster["nodes"][10], start, start + 2 * HOUR, 10, cpu_cores=lambda t: t.minute / 10)
+    make_gpu_samples(cluster["nodes"][10], start, start + 2 * HOUR, 10)
     rollups.refresh()
 
     for entity in ENTITY.values():
         keys = ", ".join(entity.key_names())
         columns = [c for c in entity.columns]
         sums = ", ".join(
-            f"{'max' if c.name == 'memory_working_set_max_bytes' else 'sum'}({c.name}) AS {c.name}"
+            f"{'max' if c.name.endswith('_max_bytes') else 'sum'}({c.name}) AS {c.name}"
             for c in columns
         )
         from_minutes = fetch(

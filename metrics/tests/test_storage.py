@@ -123,7 +123,7 @@ def test_tsl_rollups_are_real_time_continuous_aggregates_with_policies():
     assert names <= set(caggs)
     assert not any(caggs[n] for n in names)  # materialized_only = false: real-time
     refresh = [j for j in jobs if j[0] == "policy_refresh_continuous_aggregate"]
-    assert len(refresh) == 8 and all(j[2]["end_offset"] for j in refresh)
+    assert len(refresh) == 2 * len(ENTITY) and all(j[2]["end_offset"] for j in refresh)
     compression = {j[1] for j in jobs if j[0] == "policy_compression"}
     assert set(SAMPLE_TABLES) <= compression
     retention = {j[1]: j[2]["drop_after"] for j in jobs if j[0] == "policy_retention"}

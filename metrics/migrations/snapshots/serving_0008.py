@@ -1,4 +1,4 @@
-"""FROZEN SNAPSHOT for migration 0006: the serving sample table as a sample table like the others.
+"""FROZEN SNAPSHOT for migration 0008: the serving sample table as a sample table like the others.
 
 Keyed on (id, time); a hypertable in the TimescaleDB tiers (1-day chunks, no duplicate time
 index); in the tsl tier compressed after 2 days (segmented by pod) and dropped after the raw
@@ -54,4 +54,4 @@ def forward(cursor: Any) -> None:
 
 
 def backward(cursor: Any) -> None:
-    """Nothing to undo by hand: reversing 0006 drops the table, hypertable, policies and all."""
+    """Nothing to undo by hand: reversing 0008 drops the table, hypertable, policies and all."""
