@@ -22,6 +22,7 @@ from collector.config import Config
 from collector.delta import build_batch
 from collector.paths import Roots
 from collector.snapshot import Collector
+from collector.sources.modelserver import ModelServers
 from collector.sources.podmeta import Metadata
 
 log = logging.getLogger("collector.agent")
@@ -102,13 +103,15 @@ class HttpSink:
 
 
 def run(config: Config, sink: Any = None, collector: Collector | None = None,
-        metadata: Metadata | None = None) -> int:
+        metadata: Metadata | None = None, servers: ModelServers | None = None) -> int:
     roots = Roots(config.proc_root, config.sys_root, config.pod_log_dir, config.pod_resources_socket)
     collector = collector or Collector(roots)
     if metadata is None:
         metadata = Metadata.from_config(config, roots) if config.metadata != "none" else Metadata([])
     if sink is None:
         sink = PrintSink() if config.dry_run else HttpSink(config)
+    if servers is None and config.model_servers == "true":
+        servers = ModelServers()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -138,10 +141,17 @@ def run(config: Config, sink: Any = None, collector: Collector | None = None,
             stop.wait(min(wait, interval))
         if stop.is_set():
             break
+        if servers is not None and previous is not None:
+            # Scrapes run while the node is read; the pods are those of the last cycle.
+            servers.submit(tick, filter(None, map(metadata.get, previous.pods)))
         snap = collector.take(tick)
         workload_ids = {uid: {cid for cid, c in pod.containers.items() if c.sandbox is False}
                         for uid, pod in snap.pods.items()}
         snap.sources.update(metadata.refresh(set(snap.pods), workload_ids))
+        if servers is not None:
+            snap.serving, status = servers.harvest(tick)
+            if status is not None:
+                snap.sources["model_servers"] = status
         if previous is None:
             log.info("primed counters: %d pods", len(snap.pods))
         elif snap.monotonic - previous.monotonic > MAX_INTERVAL:
@@ -159,5 +169,7 @@ def run(config: Config, sink: Any = None, collector: Collector | None = None,
             if config.count is not None and sent >= config.count:
                 break
         previous = snap
+    if servers is not None:
+        servers.close()
     log.info("collector stopped after %d batches", sent)
     return 0

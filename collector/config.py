@@ -50,6 +50,9 @@ OPTIONS: tuple[Option, ...] = (
            ("true", "false")),
     Option("--metadata", "KUBEMONITOR_METADATA", "auto",
            "Pod metadata source: auto tries apiserver, kubelet, then podlogs.", str, METADATA_MODES),
+    Option("--model-servers", "KUBEMONITOR_MODEL_SERVERS", "true",
+           "Find vLLM / SGLang pods and scrape their /metrics at the pod IP (true/false).", str,
+           ("true", "false")),
     Option("--log-level", "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR."),
 )
 
@@ -70,6 +73,7 @@ class Config:
     kubelet_url: str = ""
     kubelet_insecure_tls: str = "false"
     metadata: str = "auto"
+    model_servers: str = "true"
     log_level: str = "INFO"
     dry_run: bool = False
     count: int | None = None

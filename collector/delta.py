@@ -339,6 +339,8 @@ def build_batch(prev: Snapshot, cur: Snapshot, node_name: str, meta: MetaLookup,
             for c in row["containers"]:
                 bare = c["id"].rsplit("/", 1)[-1]
                 c.update({k: v for k, v in container_gpu.get(bare, {}).items() if v is not None})
+    for row in pods:  # model servers: kind, model and what they served (modelserver.py)
+        row.update(cur.serving.get(row["uid"], {}))
     gpus = _gpu_devices(cur, pods)
     batch: dict[str, Any] = {
         "node": node_name,

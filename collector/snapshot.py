@@ -68,6 +68,9 @@ class Snapshot:
     # Optional GPU reading from collector.sources.gpu.read_gpus(); None when the node has none.
     # delta.py reads it through `gpu_fields()`; see there for the expected shape.
     gpu: Any = None
+    # Pod uid -> model_server, model_name and `serving` fields (collector/sources/modelserver.py),
+    # set by the agent after the scrapes of this cycle are collected.
+    serving: dict[str, dict[str, Any]] = field(default_factory=dict)
     # GPU allocations from the kubelet's pod-resources API (podresources.Allocation list); None
     # where the node has no GPU or no socket.
     gpu_allocations: Any = None

@@ -19,7 +19,16 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from metrics import catalogue
-from metrics.models import ApiToken, Container, ContainerSample, Node, NodeSample, Pod, PodSample
+from metrics.models import (
+    ApiToken,
+    Container,
+    ContainerSample,
+    Node,
+    NodeSample,
+    Pod,
+    PodSample,
+    ServingSample,
+)
 from metrics.tokens import create_token
 
 # --- helpers for hypertables -------------------------------------------------------------------
@@ -225,6 +234,37 @@ class ContainerSampleAdmin(SampleAdmin):
         return queryset.filter(pod_id__in=_pod_ids(term))
 
 
+class ModelServerFilter(admin.SimpleListFilter):
+    title = "model server"
+    parameter_name = "model_server"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("vllm", "vLLM"), ("sglang", "SGLang")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        return queryset.filter(model_server=value) if value in ("vllm", "sglang") else queryset
+
+
+@admin.register(ServingSample)
+class ServingSampleAdmin(SampleAdmin):
+    """Model servers' samples, filterable by server kind, namespace and Deployment."""
+
+    list_display = (
+        "time", "pod", "namespace", "deployment", "model_server", "model_name", "interval_seconds",
+        "generation_tokens", "prompt_tokens", "requests_running", "requests_waiting",
+        "kv_cache_usage_percent", "ttft_p95_seconds", "restarted",
+    )
+    list_select_related = ("pod",)
+    list_filter = (ModelServerFilter, NodeFilter, NamespaceFilter, DeploymentFilter)
+    raw_id_fields = ("pod", "node")
+    search_fields = ("pod__name",)
+    search_help_text = "Pod name"
+
+    def search_samples(self, queryset: QuerySet, term: str) -> QuerySet:
+        return queryset.filter(pod_id__in=_pod_ids(term))
+
+
 # --- inventory ---------------------------------------------------------------------------------
 
 
@@ -238,10 +278,10 @@ class NodeAdmin(admin.ModelAdmin):
 
 @admin.register(Pod)
 class PodAdmin(admin.ModelAdmin):
-    list_display = ("name", "namespace", "deployment", "node", "qos", "cpu_limit_cores", "memory_limit_bytes", "last_seen")
+    list_display = ("name", "namespace", "deployment", "node", "qos", "model_server", "model_name", "cpu_limit_cores", "memory_limit_bytes", "last_seen")
     list_select_related = ("node",)
-    list_filter = (NodeFilter, "namespace", "deployment", "qos", "last_seen")
-    search_fields = ("name", "uid", "namespace", "deployment", "owner_name")
+    list_filter = (NodeFilter, ModelServerFilter, "namespace", "deployment", "qos", "last_seen")
+    search_fields = ("name", "uid", "namespace", "deployment", "owner_name", "model_name")
     raw_id_fields = ("node",)
     date_hierarchy = "last_seen"
 

@@ -83,6 +83,11 @@ class Pod(models.Model):
     ready = models.BooleanField(null=True, blank=True)
     cpu_request_cores = models.FloatField(null=True, blank=True)
     memory_request_bytes = models.BigIntegerField(null=True, blank=True)
+    # Model serving: set when the collector confirmed a vLLM or SGLang /metrics on the pod.
+    model_server = models.CharField(
+        max_length=16, choices=[("vllm", "vLLM"), ("sglang", "SGLang")], null=True, blank=True
+    )
+    model_name = models.CharField(max_length=512, null=True, blank=True)
     first_seen = models.DateTimeField()
     # Kept fresh to within a minute: rewriting every pod row every 10 s would cost more than
     # storing the samples themselves.
@@ -93,6 +98,10 @@ class Pod(models.Model):
         indexes = [
             models.Index(fields=["namespace", "name"], name="pod_namespace_name"),
             models.Index(fields=["namespace", "deployment"], name="pod_namespace_deployment"),
+            models.Index(
+                fields=["model_server"], name="pod_model_server",
+                condition=models.Q(model_server__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -358,3 +367,57 @@ class GpuSample(models.Model):
 from metrics.alerts.models import (  # noqa: E402,F401
     AlertInstance, AlertRule, DeliveryAttempt, Notification, NotificationGroup, Receiver, Silence,
 )
+class ServingSample(models.Model):
+    """What a vLLM or SGLang server did during one interval (the pod's `serving` block).
+
+    Counters are usage during the interval (tokens, requests), so sums over any buckets are exact;
+    gauges are the value read at the interval's end; latency histograms are kept as the
+    interval's sum and count (exact means over any buckets) plus p50/p95 interpolated in the
+    interval's bucket deltas.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    # Start of the interval this sample covers, like the other samples.
+    time = models.DateTimeField()
+    interval_seconds = models.FloatField()
+    pod = models.ForeignKey(
+        Pod, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+    node = models.ForeignKey(
+        Node, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+    # Copied from the pod, so per-Deployment and per-namespace sums need no join.
+    namespace = models.CharField(max_length=253)
+    deployment = models.CharField(max_length=253, null=True, blank=True)
+    model_server = models.CharField(max_length=16)
+    model_name = models.CharField(max_length=512, null=True, blank=True)
+    requests_running = models.FloatField(null=True, blank=True)
+    requests_waiting = models.FloatField(null=True, blank=True)
+    kv_cache_usage_percent = models.FloatField(null=True, blank=True)
+    prompt_tokens = models.BigIntegerField(null=True, blank=True)
+    generation_tokens = models.BigIntegerField(null=True, blank=True)
+    requests_succeeded = models.BigIntegerField(null=True, blank=True)
+    preemptions = models.BigIntegerField(null=True, blank=True)
+    ttft_seconds_sum = models.FloatField(null=True, blank=True)
+    ttft_count = models.BigIntegerField(null=True, blank=True)
+    ttft_p50_seconds = models.FloatField(null=True, blank=True)
+    ttft_p95_seconds = models.FloatField(null=True, blank=True)
+    itl_seconds_sum = models.FloatField(null=True, blank=True)
+    itl_count = models.BigIntegerField(null=True, blank=True)
+    itl_p50_seconds = models.FloatField(null=True, blank=True)
+    itl_p95_seconds = models.FloatField(null=True, blank=True)
+    e2e_seconds_sum = models.FloatField(null=True, blank=True)
+    e2e_count = models.BigIntegerField(null=True, blank=True)
+    e2e_p50_seconds = models.FloatField(null=True, blank=True)
+    e2e_p95_seconds = models.FloatField(null=True, blank=True)
+    # The server restarted during the interval (its counters went down).
+    restarted = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pod", "time"], name="servingsample_pod_time_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["namespace", "deployment", "-time"], name="servingsample_ns_dep_time"),
+            models.Index(fields=["-time"], name="servingsample_time"),
+        ]

@@ -13,6 +13,7 @@ SAMPLE_TABLES: dict[str, str] = {
     "metrics_nodesample": "node_id",
     "metrics_podsample": "pod_id",
     "metrics_containersample": "container_id",
+    "metrics_servingsample": "pod_id",  # migration 0008 (snapshots/serving_0008.py)
 }
 
 

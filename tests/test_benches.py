@@ -68,6 +68,10 @@ def test_the_collector_bench_prints_cpu_and_rss_per_cycle() -> None:
     assert figure(output, rf"^peak_rss_mb: {NUMBER}$") > 0
     assert figure(output, rf"^batch_pods: {NUMBER}$") == 5
     assert figure(output, rf"^batch_containers: {NUMBER}$") == 10
+    # Tiny: all 5 pods are model servers scraped each cycle, and the same node is timed without.
+    assert figure(output, rf"^model_servers: {NUMBER} ") == 5
+    assert figure(output, rf"^cpu_ms_per_cycle_without_model_servers: {NUMBER}$") >= 0
+    assert re.search(rf"^model_server_cpu_ms_per_cycle: -?{NUMBER}$", output, re.MULTILINE)
 
 
 @pytest.mark.parametrize("bench_database", ["rollups"], indirect=True)

@@ -449,7 +449,7 @@ def _copy_like_the_dockerfile(dest: Path, sources: list[str]) -> None:
 def test_the_collector_runs_from_its_image_contents_with_only_its_requirements(tmp_path: Path) -> None:
     _copy_like_the_dockerfile(tmp_path, ["collector"])
     allowed = set(sys.stdlib_module_names) | {
-        "collector", "requests", "urllib3", "certifi", "idna", "charset_normalizer", "pynvml", "__main__",
+        "collector", "requests", "urllib3", "certifi", "idna", "charset_normalizer", "pynvml", "prometheus_client", "__main__",
         "_distutils_hack",  # setuptools' .pth hook in this virtualenv, loaded before any code runs
     }
     probe = (

@@ -1,6 +1,7 @@
 """Pod metadata: name, namespace, owner, Deployment, QoS, labels, container names and images,
 and from the PodList sources also the pod's state and spec: phase, readiness, CPU and memory
-requests, and each container's state, waiting reason, last termination and requests.
+requests, and each container's state, waiting reason, last termination and requests; and for
+model-server discovery the pod IP and each container's command, args and declared ports.
 
 Sources, in order (`--metadata auto`):
 1. the API server: one list of this node's pods (fieldSelector=spec.nodeName=<node>,
@@ -38,6 +39,17 @@ PODLOGS_RESCAN_SECONDS = 30.0
 HTTP_TIMEOUT = 10.0
 
 
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What a model-server check needs of a container's spec (collector/sources/modelserver.py)."""
+
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    ports: tuple[tuple[str, int], ...] = ()  # declared TCP containerPorts: (port name, number)
+
+
 @dataclass
 class PodMeta:
     uid: str
@@ -58,6 +70,9 @@ class PodMeta:
     cpu_request_cores: float | None = None
     memory_request_bytes: int | None = None
     container_states: dict[str, "ContainerState"] = field(default_factory=dict)  # by name
+    # For model-server discovery: status.podIP and the regular containers' specs.
+    pod_ip: str | None = None
+    specs: tuple["ContainerSpec", ...] = ()
 
 
 @dataclass
@@ -153,6 +168,26 @@ def deployment_from_replicaset(rs_name: str, labels: dict[str, str]) -> str | No
     return None
 
 
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def parse_container_specs(spec: dict[str, Any]) -> tuple[ContainerSpec, ...]:
+    """Image, command, args and declared TCP ports of the pod's regular containers."""
+    specs = []
+    for c in spec.get("containers") or []:
+        ports = tuple(
+            (str(p.get("name") or ""), int(p["containerPort"]))
+            for p in c.get("ports") or []
+            if isinstance(p.get("containerPort"), int) and (p.get("protocol") or "TCP") == "TCP"
+        )
+        specs.append(ContainerSpec(
+            name=str(c.get("name") or ""), image=str(c.get("image") or ""),
+            command=_strings(c.get("command")), args=_strings(c.get("args")), ports=ports,
+        ))
+    return tuple(specs)
+
+
 def parse_pod(item: dict[str, Any]) -> PodMeta | None:
     md = item.get("metadata") or {}
     uid = md.get("uid")
@@ -199,6 +234,7 @@ def parse_pod(item: dict[str, Any]) -> PodMeta | None:
         cpu_request_cores=_round(_sum([r[0] for r in requests.values()])),
         memory_request_bytes=_sum([r[1] for r in requests.values()]),
         container_states=states,
+        pod_ip=status.get("podIP") or None, specs=parse_container_specs(spec),
     )
 
 

@@ -48,6 +48,19 @@ class LabelSelectorFilter(django_filters.Filter):
         return qs
 
 
+MODEL_SERVER_CHOICES = [("vllm", "vLLM"), ("sglang", "SGLang")]
+
+
+def model_server_param(params: Any) -> str | None:
+    """`?model_server=` of the lists built from grouped pods (no FilterSet there); 400 when bad."""
+    value = params.get("model_server")
+    if value is None:
+        return None
+    if value not in dict(MODEL_SERVER_CHOICES):
+        raise serializers.ValidationError({"model_server": ["Must be vllm or sglang."]})
+    return str(value)
+
+
 class PodFilterSet(django_filters.FilterSet):
     namespace = django_filters.CharFilter(field_name="namespace")
     node = django_filters.CharFilter(field_name="node__name", label="Node name")
@@ -62,7 +75,11 @@ class PodFilterSet(django_filters.FilterSet):
         field_name="ready", choices=[("true", "true"), ("false", "false")], coerce=lambda v: v == "true",
         label="Pod readiness: true or false",
     )
+    model_server = django_filters.ChoiceFilter(
+        field_name="model_server", choices=MODEL_SERVER_CHOICES,
+        label="Only pods serving a model with this server (vllm or sglang)",
+    )
 
     class Meta:
         model = Pod
-        fields = ["namespace", "node", "deployment", "label", "phase", "ready"]
+        fields = ["namespace", "node", "deployment", "label", "phase", "ready", "model_server"]

@@ -111,7 +111,7 @@ class PodSerializer(UsageMixin, serializers.ModelSerializer):
         fields = [
             "url", "name", "namespace", "uid", "node", "owner_kind", "owner_name", "deployment", "qos",
             "labels", "cpu_limit_cores", "memory_limit_bytes", "phase", "ready", "cpu_request_cores",
-            "memory_request_bytes", "first_seen", "last_seen", "usage",
+            "memory_request_bytes", "model_server", "model_name", "first_seen", "last_seen", "usage",
         ]
 
     def get_url(self, obj: Pod) -> str:
@@ -224,3 +224,92 @@ class ContainerUsageSerializer(serializers.Serializer):
     last_seen = serializers.DateTimeField()
     usage = UsageSerializer(allow_null=True)
     series = SeriesSerializer(required=False)
+
+
+# --- model servers ---------------------------------------------------------------------------------
+
+
+class ModelServerLatestSerializer(serializers.Serializer):
+    time = serializers.DateTimeField(allow_null=True, help_text="Start of the newest replica interval.")
+    replicas_reporting = serializers.IntegerField(help_text="Replicas with a serving sample in the last 5 minutes.")
+    prompt_tokens_per_second = serializers.FloatField(allow_null=True, help_text="Summed over replicas, each over its newest interval.")
+    generation_tokens_per_second = serializers.FloatField(allow_null=True, help_text="Output tokens per second, summed over replicas.")
+    requests_per_second = serializers.FloatField(allow_null=True, help_text="Successful requests per second, summed over replicas.")
+    requests_running = serializers.FloatField(allow_null=True)
+    requests_waiting = serializers.FloatField(allow_null=True)
+    kv_cache_usage_percent = serializers.FloatField(allow_null=True, help_text="Mean over replicas.")
+    ttft_mean_seconds = serializers.FloatField(allow_null=True)
+    ttft_p95_seconds = serializers.FloatField(allow_null=True, help_text="The highest replica p95 (interpolated in its interval's buckets).")
+    itl_mean_seconds = serializers.FloatField(allow_null=True, help_text="Inter-token latency.")
+    e2e_mean_seconds = serializers.FloatField(allow_null=True, help_text="End-to-end request latency.")
+    gpu_utilization_percent = serializers.FloatField(allow_null=True, help_text="The replicas' pods' GPU utilisation, summed (one value per GPU).")
+    gpu_memory_bytes = serializers.IntegerField(allow_null=True, help_text="GPU memory the replicas' pods hold.")
+
+
+class ModelServerPointSerializer(serializers.Serializer):
+    time = serializers.DateTimeField(help_text="Start of the bucket.")
+    samples = serializers.IntegerField(allow_null=True)
+    replicas = serializers.IntegerField(allow_null=True)
+    coverage = serializers.FloatField(allow_null=True, help_text="Seconds covered by the replicas' samples over replicas x step.")
+    prompt_tokens = serializers.FloatField(allow_null=True)
+    generation_tokens = serializers.FloatField(allow_null=True)
+    requests_succeeded = serializers.FloatField(allow_null=True)
+    preemptions = serializers.FloatField(allow_null=True)
+    prompt_tokens_per_second = serializers.FloatField(allow_null=True)
+    generation_tokens_per_second = serializers.FloatField(allow_null=True)
+    requests_per_second = serializers.FloatField(allow_null=True)
+    requests_running = serializers.FloatField(allow_null=True)
+    requests_waiting = serializers.FloatField(allow_null=True)
+    kv_cache_usage_percent = serializers.FloatField(allow_null=True)
+    ttft_mean_seconds = serializers.FloatField(allow_null=True)
+    ttft_p95_seconds = serializers.FloatField(allow_null=True)
+    itl_mean_seconds = serializers.FloatField(allow_null=True)
+    itl_p95_seconds = serializers.FloatField(allow_null=True)
+    e2e_mean_seconds = serializers.FloatField(allow_null=True)
+    e2e_p95_seconds = serializers.FloatField(allow_null=True)
+    restarted = serializers.BooleanField(allow_null=True)
+
+
+class ModelServerSeriesSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    step = serializers.IntegerField()
+    source = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=["raw", "1m", "1h"], help_text="Always raw: model servers have no rollups yet."
+    )
+    points = ModelServerPointSerializer(many=True)
+
+
+class ModelServerSerializer(serializers.Serializer):
+    url = serializers.SerializerMethodField()
+    namespace = serializers.CharField()
+    name = serializers.CharField(source="server", help_text="The Deployment, or the pod no Deployment owns.")
+    kind = serializers.ChoiceField(choices=["deployment", "pod"])
+    model_server = serializers.CharField(source="server_kind", help_text="vllm or sglang.")
+    model_name = serializers.CharField(source="model", allow_null=True)
+    replicas = serializers.IntegerField(help_text="Pods seen in the last 5 minutes.")
+    pods = serializers.IntegerField(help_text="Pods ever seen (the inventory).")
+    first_seen = serializers.DateTimeField()
+    last_seen = serializers.DateTimeField()
+    latest = serializers.SerializerMethodField()
+
+    def get_url(self, obj: dict[str, Any]) -> str:
+        path = reverse(
+            "model-server-namespace-detail", kwargs={"namespace": obj["namespace"], "server": obj["server"]}
+        )
+        if obj["kind"] == "pod":
+            path += "?kind=pod"
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    @extend_schema_field(ModelServerLatestSerializer())
+    def get_latest(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        return self.context.get("usage", {}).get((obj["namespace"], obj["kind"], obj["server"]))
+
+
+class ModelServerDetailSerializer(ModelServerSerializer):
+    series = serializers.SerializerMethodField()
+
+    @extend_schema_field(ModelServerSeriesSerializer(allow_null=True))
+    def get_series(self, obj: Any) -> dict[str, Any] | None:
+        return self.context.get("series")

@@ -36,6 +36,12 @@ router.register(
     basename="deployment-pod",
 )
 router.register("deployments", views.DeploymentViewSet, basename="deployment")
+router.register("model-servers", views.ModelServerViewSet, basename="model-server")
+router.register(
+    rf"model-servers/(?P<namespace>{NAME_REGEX})",
+    views.NamespaceModelServerViewSet,
+    basename="model-server-namespace",
+)
 
 # GPUs (metrics/api/gpu_views.py).
 router.register("gpus", gpu_views.GpuViewSet, basename="gpu")

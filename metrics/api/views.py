@@ -10,7 +10,8 @@ from datetime import datetime, timezone as dt_timezone
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.db.models import Case, Count, Max, Min, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
@@ -21,9 +22,9 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from metrics import series
+from metrics import series, serving
 from metrics.api import serializers as s
-from metrics.api.filters import PodFilterSet
+from metrics.api.filters import PodFilterSet, model_server_param
 from metrics.api.pagination import NameCursorPagination
 from metrics.auth import ApiTokenAuthentication, CanRead
 from metrics.models import Container, Node, Pod
@@ -322,6 +323,9 @@ class DeploymentListViewSet(ListMixin, ReadViewSet):
         qs = Pod.objects.filter(deployment__isnull=False).exclude(deployment="")
         if "namespace" in self.kwargs:
             qs = qs.filter(namespace=self.kwargs["namespace"])
+        model_server = model_server_param(self.request.query_params)
+        if model_server is not None:  # Deployments with pods serving a model with that server
+            qs = qs.filter(model_server=model_server)
         return (
             qs.values("namespace", "deployment")
             .annotate(pods=Count("id"), first_seen=Min("first_seen"), last_seen=Max("last_seen"))
@@ -335,14 +339,23 @@ class DeploymentListViewSet(ListMixin, ReadViewSet):
         return series.Entity("deployment", (item["namespace"], item["deployment"]))
 
 
-@extend_schema_view(list=extend_schema(summary="Deployments of every namespace"))
+MODEL_SERVER_PARAMETER = OpenApiParameter(
+    "model_server", OpenApiTypes.STR, enum=["vllm", "sglang"],
+    description="Only Deployments whose pods serve a model with this server.",
+)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Deployments of every namespace", parameters=[MODEL_SERVER_PARAMETER])
+)
 class DeploymentViewSet(DeploymentListViewSet):
     pass
 
 
 @extend_schema_view(
     list=extend_schema(
-        summary="Deployments of a namespace", parameters=[_path_param("namespace", "Namespace name")]
+        summary="Deployments of a namespace",
+        parameters=[_path_param("namespace", "Namespace name"), MODEL_SERVER_PARAMETER],
     ),
     retrieve=extend_schema(
         summary="A Deployment, with a series when window or start is given",
@@ -597,3 +610,127 @@ class PodContainerViewSet(ReadViewSet):
                 }
             out.append(item)
         return Response(self.get_serializer_class()(out, many=True).data)
+
+
+# --- Model servers (vLLM / SGLang) ---------------------------------------------------------------
+
+MODEL_SERVER_FILTERS = [
+    OpenApiParameter("model_server", OpenApiTypes.STR, enum=["vllm", "sglang"]),
+]
+
+
+class ModelServerListViewSet(ListMixin, ReadViewSet):
+    """One row per serving Deployment or standalone pod, from the Pod inventory (pods the
+    collector confirmed as vLLM or SGLang servers), with the replicas' newest figures."""
+
+    queryset = Pod.objects.none()
+    serializer_class = s.ModelServerSerializer
+    detail_serializer_class = s.ModelServerDetailSerializer
+    cursor_ordering = ("server", "namespace", "kind")
+    lookup_url_kwarg = "server"
+
+    def servers(self) -> QuerySet:
+        qs = Pod.objects.filter(model_server__isnull=False)
+        namespace = self.kwargs.get("namespace") or self.request.query_params.get("namespace")
+        if namespace:
+            qs = qs.filter(namespace=namespace)
+        model_server = model_server_param(self.request.query_params)
+        if model_server is not None:
+            qs = qs.filter(model_server=model_server)
+        return qs.annotate(
+            kind=Case(
+                When(Q(deployment__isnull=False) & ~Q(deployment=""), then=Value("deployment")),
+                default=Value("pod"),
+            ),
+            server=Coalesce(NullIf("deployment", Value("")), "name"),
+        )
+
+    def get_queryset(self) -> QuerySet:
+        recent = timezone.now() - series.LATEST_LOOKBACK
+        return (
+            self.servers().values("namespace", "kind", "server")
+            .annotate(
+                pods=Count("id"), replicas=Count("id", filter=Q(last_seen__gte=recent)),
+                server_kind=Max("model_server"), model=Max("model_name"),
+                first_seen=Min("first_seen"), last_seen=Max("last_seen"),
+            )
+            .order_by("server", "namespace", "kind")
+        )
+
+    def usage_for(self, items: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+        if not items:
+            return {}
+        wanted = {(i["namespace"], i["kind"], i["server"]) for i in items}
+        pods = self.servers().filter(
+            namespace__in={i["namespace"] for i in items}, server__in={i["server"] for i in items}
+        ).values_list("id", "namespace", "kind", "server")
+        members: dict[tuple[str, str, str], list[int]] = {}
+        for pod_id, namespace, kind, name in pods:
+            if (namespace, kind, name) in wanted:
+                members.setdefault((namespace, kind, name), []).append(pod_id)
+        latest = serving.latest_by_pod([p for ids in members.values() for p in ids])
+        return {
+            key: serving.summary([latest[p] for p in members.get(key, []) if p in latest])
+            for key in wanted
+        }
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Model servers (vLLM / SGLang): one per serving Deployment or standalone pod",
+        parameters=[
+            OpenApiParameter("namespace", OpenApiTypes.STR, description="Only this namespace."),
+            *MODEL_SERVER_FILTERS,
+        ],
+    ),
+)
+class ModelServerViewSet(ModelServerListViewSet):
+    pass
+
+
+@extend_schema_view(
+    list=extend_schema(
+        operation_id="model_servers_namespace_list",
+        summary="Model servers of a namespace",
+        parameters=[_path_param("namespace", "Namespace name"), *MODEL_SERVER_FILTERS],
+    ),
+    retrieve=extend_schema(
+        operation_id="model_servers_namespace_retrieve",
+        summary="A model server, with a series (raw samples) when window or start is given",
+        parameters=[
+            _path_param("namespace", "Namespace name"),
+            _path_param("server", "Deployment name, or pod name with kind=pod"),
+            OpenApiParameter(
+                "kind", OpenApiTypes.STR, enum=["deployment", "pod"],
+                description="A standalone pod named like a Deployment of the namespace: kind=pod.",
+            ),
+            *SERIES_PARAMETERS,
+        ],
+    ),
+)
+class NamespaceModelServerViewSet(RetrieveMixin, ModelServerListViewSet):
+    def get_object(self) -> dict[str, Any]:
+        kind = self.request.query_params.get("kind")
+        if kind not in (None, "deployment", "pod"):
+            raise ValidationError({"kind": ["Must be deployment or pod."]})
+        qs = self.get_queryset().filter(server=self.kwargs["server"])
+        if kind:
+            qs = qs.filter(kind=kind)
+        item = qs.order_by("kind").first()  # "deployment" before "pod"
+        if item is None:
+            raise Http404("No such model server.")
+        return item
+
+    def retrieve_item(self, request: Request) -> Response:
+        window = self.series_window(request, source="raw")
+        item = self.get_object()
+        context = self.get_serializer_context() | {"usage": self.usage_for([item])}
+        if window is not None:
+            points = serving.series(serving.Server(item["namespace"], item["server"], item["kind"]), window)
+            for point in points:
+                point["time"] = _format_time(point["time"])
+            context["series"] = {
+                "start": _format_time(window.start), "end": _format_time(window.end),
+                "step": window.step, "source": window.source, "points": points,
+            }
+        return Response(self.get_serializer_class()(item, context=context).data)

@@ -157,7 +157,47 @@ class IngestContainer(PressureAndGpu, Throttling, ContainerState):
     restarts: SmallCount | None = None
 
 
-class IngestPod(PressureAndGpu, NetworkCounters, Throttling, PodState):
+# --- model serving (vLLM / SGLang pods; collector/sources/modelserver.py) ----------------------
+
+Seconds = Annotated[float, Field(ge=0, le=10**7, allow_inf_nan=False)]
+Requests = Annotated[float, Field(ge=0, le=10**9, allow_inf_nan=False)]
+
+
+class IngestServing(_Strict):
+    """What a model server did during the interval: counters as usage during it, gauges at its
+    end, latency histograms as the interval's sum, count and interpolated p50/p95."""
+
+    # The interval the counters cover, when it differs from the pod's (a scrape came back late).
+    interval_seconds: Interval | None = None
+    requests_running: Requests | None = None
+    requests_waiting: Requests | None = None
+    kv_cache_usage_percent: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
+    prompt_tokens: Count | None = None
+    generation_tokens: Count | None = None
+    requests_succeeded: Count | None = None
+    preemptions: Count | None = None
+    ttft_seconds_sum: Float | None = None
+    ttft_count: Count | None = None
+    ttft_p50_seconds: Seconds | None = None
+    ttft_p95_seconds: Seconds | None = None
+    itl_seconds_sum: Float | None = None
+    itl_count: Count | None = None
+    itl_p50_seconds: Seconds | None = None
+    itl_p95_seconds: Seconds | None = None
+    e2e_seconds_sum: Float | None = None
+    e2e_count: Count | None = None
+    e2e_p50_seconds: Seconds | None = None
+    e2e_p95_seconds: Seconds | None = None
+    restarted: bool = False
+
+
+class ModelServing(_Strict):
+    model_server: Literal["vllm", "sglang"] | None = None
+    model_name: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    serving: IngestServing | None = None
+
+
+class IngestPod(ModelServing, PressureAndGpu, NetworkCounters, Throttling, PodState):
     uid: Annotated[str, Field(min_length=1, max_length=64)]
     name: Name
     namespace: Name
@@ -334,6 +374,15 @@ def check_batch(batch: IngestBatch, now: datetime, raw_retention: timedelta) -> 
     return errors
 
 
+def serving_errors(batch: IngestBatch) -> dict[str, list[str]]:
+    """A `serving` block belongs to a pod whose model_server is given."""
+    return {
+        f"pods[{i}].serving": ["Needs model_server (vllm or sglang) on the pod."]
+        for i, pod in enumerate(batch.pods)
+        if pod.serving is not None and pod.model_server is None
+    }
+
+
 def nul_errors(value: Any, loc: tuple[int | str, ...] = ()) -> dict[str, list[str]]:
     """Paths of strings (or object keys) containing NUL, which PostgreSQL text and jsonb refuse."""
     errors: dict[str, list[str]] = {}
@@ -362,7 +411,7 @@ def parse_batch(body: bytes, now: datetime, raw_retention: timedelta) -> IngestB
         errors = nul_errors(from_json(body))
         if errors:
             raise BatchInvalid(errors)
-    errors = check_batch(batch, now, raw_retention) | check_gpus(batch.gpus)
+    errors = check_batch(batch, now, raw_retention) | check_gpus(batch.gpus) | serving_errors(batch)
     if errors:
         raise BatchInvalid(errors)
     return batch

@@ -35,7 +35,15 @@ from django.db import connection, models, transaction
 
 from metrics.ingest.gpus import GpuSampleConflict, store_gpus
 from metrics.ingest.schema import IngestBatch as Batch
-from metrics.models import ContainerSample, NetworkMixin, NodeSample, Pod, PodSample, SampleBase
+from metrics.models import (
+    ContainerSample,
+    NetworkMixin,
+    NodeSample,
+    Pod,
+    PodSample,
+    SampleBase,
+    ServingSample,
+)
 
 try:  # Provided by the storage engineer's rollups module; optional until it lands.
     from metrics.rollups import record_ingested_range as _record_ingested_range
@@ -88,6 +96,21 @@ def _pg_types(model: type[models.Model], columns: list[str]) -> list[str]:
 
 POD_SAMPLE_TYPES = _pg_types(PodSample, POD_SAMPLE_COLUMNS)
 CONTAINER_SAMPLE_TYPES = _pg_types(ContainerSample, CONTAINER_SAMPLE_COLUMNS)
+
+# Model serving: one row per pod that sent a `serving` block (metrics.models.ServingSample).
+SERVING_USAGE = _names(
+    ServingSample,
+    {"id", "time", "interval_seconds", "pod_id", "node_id", "namespace", "deployment", "model_server", "model_name"},
+)
+SERVING_SAMPLE_COLUMNS = (
+    ["pod_id", "node_id", "time", "interval_seconds", "namespace", "deployment", "model_server", "model_name"]
+    + SERVING_USAGE
+)
+SERVING_SAMPLE_TYPES = _pg_types(ServingSample, SERVING_SAMPLE_COLUMNS)
+_serving_usage = attrgetter(*SERVING_USAGE)
+SERVING_COPY = (
+    f"COPY metrics_servingsample ({', '.join(SERVING_SAMPLE_COLUMNS)}) FROM STDIN (FORMAT {COPY_FORMAT})"
+)
 
 _pod_usage = attrgetter(*POD_USAGE)
 _container_usage = attrgetter(*CONTAINER_USAGE)
@@ -151,13 +174,16 @@ _POD_INVENTORY = [
     (c, "text" if t == "jsonb" else t) for c, t in zip(_POD_COLUMNS, _pg_types(Pod, _POD_COLUMNS))
 ]
 _POD_UPDATED = [c for c in _POD_COLUMNS if c not in ("uid", "first_seen", "last_seen")]
+# Once a pod is known to serve a model it stays known: a batch sent before the collector
+# (re)confirmed it says null, which must not blank the inventory.
+_POD_KEPT_WHEN_NULL = {"model_server", "model_name"}
 _POD_SELECT = ", ".join(f"u.{c}::jsonb" if c == "labels" else f"u.{c}" for c, _ in _POD_INVENTORY)
 POD_SQL = f"""
 INSERT INTO metrics_pod ({", ".join(c for c, _ in _POD_INVENTORY)})
 SELECT {_POD_SELECT}
 FROM unnest({", ".join(f"%b::{t}[]" for _, t in _POD_INVENTORY)}) AS u({", ".join(c for c, _ in _POD_INVENTORY)})
 ON CONFLICT (uid) DO UPDATE SET
-    {", ".join(_newer("metrics_pod", c) for c in _POD_UPDATED)},
+    {", ".join(_newer("metrics_pod", c, keep_old_when_null=c in _POD_KEPT_WHEN_NULL) for c in _POD_UPDATED)},
     first_seen = LEAST(metrics_pod.first_seen, EXCLUDED.first_seen),
     last_seen = GREATEST(metrics_pod.last_seen, EXCLUDED.last_seen)
 RETURNING id, uid
@@ -275,7 +301,11 @@ def _conflict_errors(exc: psycopg.Error, batch: Batch, pod_ids: list[int], conta
     match = _KEY_DETAIL.search(detail)
     if match:
         column, key, start = match.group(1), int(match.group(2)), match.group(3)
+        # On a hypertable the violated index is the chunk's copy, named <chunk prefix>_<index name>.
+        serving = (getattr(exc.diag, "constraint_name", None) or "").endswith("servingsample_pod_time_unique")
         for i, pod_id in enumerate(pod_ids):
+            if column == "pod_id" and pod_id == key and serving:
+                return {f"pods[{i}].serving": [f"A serving sample of this pod starting at {start} is already stored (overlapping intervals)."]}
             if column == "pod_id" and pod_id == key:
                 return {f"pods[{i}]": [f"A sample of this pod starting at {start} is already stored (overlapping intervals)."]}
         for i, ids in enumerate(container_ids):
@@ -375,6 +405,9 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
             timings["copy_pods"] = t4 - t3
             if n_containers:
                 earliest = min(earliest, _copy_containers(cursor, batch, pod_ids, container_ids, starts))
+            serving = [i for i, pod in enumerate(batch.pods) if pod.serving is not None]
+            if serving:
+                _copy_serving(cursor, batch, serving, pod_ids, node_id, end)
             t5 = tick()
             timings["copy_containers"] = t5 - t4
 
@@ -433,6 +466,25 @@ def _copy_containers(
                 c_interval = container.interval_seconds or pod_interval
                 write((container_id, pod_id, starts[c_interval], c_interval, *_container_usage(container)))
     return min(starts.values())
+
+
+def _copy_serving(
+    cursor: Any, batch: Batch, indexes: list[int], pod_ids: list[int], node_id: int, end: datetime
+) -> None:
+    """COPY the serving samples. Each covers its own interval (a late scrape covers more than
+    one tick), ending with the batch."""
+    with cursor.copy(SERVING_COPY) as copy:
+        if COPY_FORMAT == "BINARY":
+            copy.set_types(SERVING_SAMPLE_TYPES)
+        for i in indexes:
+            pod = batch.pods[i]
+            serving = pod.serving
+            assert serving is not None
+            seconds = serving.interval_seconds or pod.interval_seconds or batch.interval_seconds
+            copy.write_row((
+                pod_ids[i], node_id, end - timedelta(seconds=seconds), seconds, pod.namespace,
+                pod.deployment, pod.model_server, pod.model_name, *_serving_usage(serving),
+            ))
 
 
 # --- inventory ------------------------------------------------------------------------------------

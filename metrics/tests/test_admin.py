@@ -14,12 +14,24 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from metrics.models import ApiToken, Container, ContainerSample, GpuDevice, GpuSample, NodeSample, PodSample
 from metrics.tests import alert_helpers
+from metrics.models import (
+    ApiToken,
+    Container,
+    ContainerSample,
+    GpuDevice,
+    GpuSample,
+    NodeSample,
+    PodSample,
+    ServingSample,
+)
 from metrics.tests.read_helpers import make_node, make_pod, node_rows, pod_rows
 from metrics.tokens import create_token, lookup_token
 
-SAMPLE_TABLES = ("metrics_nodesample", "metrics_podsample", "metrics_containersample", "metrics_gpusample")
+SAMPLE_TABLES = (
+    "metrics_nodesample", "metrics_podsample", "metrics_containersample", "metrics_gpusample",
+    "metrics_servingsample",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +64,12 @@ def data(db):
     ContainerSample.objects.create(
         container=container, pod=pod, time=now - timedelta(seconds=10), interval_seconds=10,
         cpu_seconds=0.5, memory_working_set_bytes=10**8,
+    )
+    pod.model_server, pod.model_name = "vllm", "meta-llama/Llama-3.1-8B-Instruct"
+    pod.save()
+    ServingSample.objects.create(
+        pod=pod, node=node, time=now - timedelta(seconds=10), interval_seconds=10, namespace="shop",
+        deployment="web", model_server="vllm", model_name=pod.model_name, generation_tokens=1200,
     )
     gpu = GpuDevice.objects.create(
         node=node, uuid="GPU-8a6a3c1e-4f2b-9d7e-1c5a-3b9e7f2d6a40", index=0, name="NVIDIA H100 80GB HBM3",
@@ -101,11 +119,12 @@ def test_every_changelist_and_change_page_answers_without_counting_samples(staff
     assert _counts_over_samples(queries) == []
 
 
-@pytest.mark.parametrize("model", [NodeSample, PodSample, ContainerSample], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("model", [NodeSample, PodSample, ContainerSample, ServingSample], ids=lambda m: m.__name__)
 def test_sample_filters_search_and_dates_never_count_or_scan(staff, data, model):
     url = reverse(f"admin:metrics_{model._meta.model_name}_changelist")
     now = timezone.localtime()
     params = [
+        *([{"model_server": "vllm"}] if model is ServingSample else []),
         {"node": data["node"].pk},
         {"namespace": "shop"},
         {"deployment": "shop/web"},
@@ -124,7 +143,7 @@ def test_sample_filters_search_and_dates_never_count_or_scan(staff, data, model)
         assert b"errornote" not in response.content, p
         assert _counts_over_samples(queries) == [], p
         misses = (model is NodeSample and p.get("q") == "web") or (
-            model is ContainerSample and p.get("q") == "node-a"
+            model in (ContainerSample, ServingSample) and p.get("q") == "node-a"
         )
         assert (response.context["cl"].result_count == 0) == misses, p
     response = staff.get(url, {"q": "nothing-like-this"})

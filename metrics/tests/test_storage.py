@@ -160,7 +160,7 @@ def test_migrations_reverse_to_plain_tables_and_forward_again_keeping_samples():
     top_id = scalar("SELECT max(id) FROM metrics_podsample")
     try:
         call_command("migrate", "metrics", "0001", verbosity=0, skip_checks=True)
-        for table in SAMPLE_TABLES:
+        for table in storage_0002.SAMPLE_TABLES:  # the tables 0002 turned into hypertables
             assert primary_key_columns(table) == ["id"], table
             assert scalar("SELECT count(*) FROM pg_inherits WHERE inhparent = %s::regclass", [table]) == 0
         for entity in ENTITY.values():
