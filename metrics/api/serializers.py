@@ -4,12 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from metrics import series
 from metrics.models import Container, Node, Pod
+
+
+def absolute_url(context: dict[str, Any], view: str, **kwargs: str) -> str | None:
+    """The item's URL, or None for a name no URL can carry.
+
+    Ingest refuses such names (metrics/ingest/rules.py), but rows stored before it did, or
+    written around it, must not turn every list that shows them into a 500.
+    """
+    try:
+        path = reverse(view, kwargs=kwargs)
+    except NoReverseMatch:
+        return None
+    request = context.get("request")
+    return request.build_absolute_uri(path) if request else path
+
+
+# Null only for a name no URL can carry (see absolute_url).
+_Url = extend_schema_field({"type": ["string", "null"], "format": "uri"})
 
 
 def _point_field(field: series.PointField) -> serializers.Field:
@@ -76,9 +94,7 @@ class SeriesMixin(serializers.Serializer):
 
 
 class NodeSerializer(UsageMixin, serializers.ModelSerializer):
-    url = serializers.HyperlinkedIdentityField(
-        view_name="node-detail", lookup_field="name", lookup_url_kwarg="node"
-    )
+    url = serializers.SerializerMethodField()
 
     class Meta:
         model = Node
@@ -86,6 +102,10 @@ class NodeSerializer(UsageMixin, serializers.ModelSerializer):
             "url", "name", "first_seen", "last_seen", "cpu_capacity_cores", "memory_total_bytes",
             "fs_capacity_bytes", "usage",
         ]
+
+    @_Url
+    def get_url(self, obj: Node) -> str | None:
+        return absolute_url(self.context, "node-detail", node=obj.name)
 
 
 class NodeDetailSerializer(SeriesMixin, NodeSerializer):
@@ -104,10 +124,9 @@ class PodSerializer(UsageMixin, serializers.ModelSerializer):
             "labels", "cpu_limit_cores", "memory_limit_bytes", "first_seen", "last_seen", "usage",
         ]
 
-    def get_url(self, obj: Pod) -> str:
-        path = reverse("namespace-pod-detail", kwargs={"namespace": obj.namespace, "pod": obj.name})
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
+    @_Url
+    def get_url(self, obj: Pod) -> str | None:
+        return absolute_url(self.context, "namespace-pod-detail", namespace=obj.namespace, pod=obj.name)
 
 
 class ContainerSerializer(serializers.ModelSerializer):
@@ -134,10 +153,9 @@ class NamespaceSerializer(UsageMixin, serializers.Serializer):
     def usage_key(self, obj: Any) -> Any:
         return (obj["namespace"],)
 
-    def get_url(self, obj: dict[str, Any]) -> str:
-        path = reverse("namespace-detail", kwargs={"namespace": obj["namespace"]})
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
+    @_Url
+    def get_url(self, obj: dict[str, Any]) -> str | None:
+        return absolute_url(self.context, "namespace-detail", namespace=obj["namespace"])
 
 
 class NamespaceDetailSerializer(SeriesMixin, NamespaceSerializer):
@@ -155,13 +173,11 @@ class DeploymentSerializer(UsageMixin, serializers.Serializer):
     def usage_key(self, obj: Any) -> Any:
         return (obj["namespace"], obj["deployment"])
 
-    def get_url(self, obj: dict[str, Any]) -> str:
-        path = reverse(
-            "namespace-deployment-detail",
-            kwargs={"namespace": obj["namespace"], "deployment": obj["deployment"]},
+    @_Url
+    def get_url(self, obj: dict[str, Any]) -> str | None:
+        return absolute_url(
+            self.context, "namespace-deployment-detail", namespace=obj["namespace"], deployment=obj["deployment"]
         )
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
 
 
 class DeploymentDetailSerializer(SeriesMixin, DeploymentSerializer):
