@@ -17,7 +17,16 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from metrics.models import ApiToken, Container, ContainerSample, Node, NodeSample, Pod, PodSample
+from metrics.models import (
+    ApiToken,
+    Container,
+    ContainerSample,
+    Node,
+    NodeSample,
+    Pod,
+    PodSample,
+    RollupPoisonedBucket,
+)
 from metrics.tokens import create_token
 
 # --- helpers for hypertables -------------------------------------------------------------------
@@ -259,6 +268,18 @@ class ContainerAdmin(admin.ModelAdmin):
     search_fields = ("name", "image", "container_id", "pod__name", "pod__namespace")
     raw_id_fields = ("pod",)
     date_hierarchy = "last_seen"
+
+
+@admin.register(RollupPoisonedBucket)
+class RollupPoisonedBucketAdmin(admin.ModelAdmin):
+    """Buckets the rollup refresh left empty because their sums overflow (metrics/rollups.py)."""
+
+    list_display = ("bucket", "resolution", "entity", "error", "recorded_at")
+    list_filter = ("resolution", "entity")
+    readonly_fields = ("resolution", "entity", "bucket", "error", "recorded_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 # --- tokens ------------------------------------------------------------------------------------

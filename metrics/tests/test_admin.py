@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from metrics.models import ApiToken, Container, ContainerSample, NodeSample, PodSample
+from metrics.models import ApiToken, Container, ContainerSample, NodeSample, PodSample, RollupPoisonedBucket
 from metrics.tests.read_helpers import make_node, make_pod, node_rows, pod_rows
 from metrics.tokens import create_token, lookup_token
 
@@ -53,6 +53,10 @@ def data(db):
         cpu_seconds=0.5, memory_working_set_bytes=10**8,
     )
     create_token("collector-1")
+    RollupPoisonedBucket.objects.create(
+        resolution="1m", entity="namespace", bucket=now.replace(second=0, microsecond=0),
+        error="value out of range: overflow", recorded_at=now,
+    )
     return {"node": node, "pod": pod, "container": container}
 
 
