@@ -106,3 +106,10 @@ def test_the_ingest_bench_prints_end_to_end_raw_copy_and_their_ratio(bench_datab
     assert figure(output, rf"^\s+50 batches per COPY:\s+{NUMBER} batches/s") > 0
     assert figure(output, rf"^== ratio end to end / raw COPY: {NUMBER} % of per-batch COPY") > 0
     assert "!! non-201" not in output
+
+
+def test_the_validate_bench_prints_each_checks_cost() -> None:
+    output = run_bench(["bench/validate.py", "--tiny"])
+    for label in ("pydantic validation", "duplicate keys", "bounds", "parse_batch"):
+        assert figure(output, rf"^{label}: {NUMBER} ms$") > 0
+    assert figure(output, rf"^checks' share of parse_batch: {NUMBER} %$") > 0

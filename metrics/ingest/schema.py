@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import from_json
 
-from metrics.ingest import rules
+from metrics.ingest import duplicates, rules
 
 # Bigint columns hold the integers; anything larger could not be stored.
 BIGINT_MAX = 2**63 - 1
@@ -317,6 +317,10 @@ def parse_batch(body: bytes, now: datetime, raw_retention: timedelta) -> IngestB
         batch = IngestBatch.model_validate_json(body)
     except ValidationError as exc:
         raise BatchInvalid(errors_from(exc)) from None
+    # Parsers keep the last of two equal keys; a body must not say two things (duplicates.py).
+    errors = duplicates.duplicate_key_errors(body, batch)
+    if errors:
+        raise BatchInvalid(errors)
     # JSON can carry NUL only as an escape; look closer only when the body has one.
     if b"\\u0000" in body:
         errors = nul_errors(from_json(body))
