@@ -45,7 +45,7 @@ RUN groupadd --system --gid 10001 kubemonitor \
  && install -d -o 10001 -g 10001 -m 0750 /run/kubemonitor
 COPY --from=api-deps /opt/venv /opt/venv
 WORKDIR /app
-COPY manage.py ./
+COPY manage.py gunicorn.conf.py ./
 COPY monitor_site ./monitor_site
 COPY metrics ./metrics
 # Static files are collected at build time and served by whitenoise from the image. The settings
