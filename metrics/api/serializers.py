@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import NoReverseMatch, reverse
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from metrics import series
@@ -184,6 +184,8 @@ class DeploymentDetailSerializer(SeriesMixin, DeploymentSerializer):
     pass
 
 
+# The cluster's `list` answers one object, not an array of them (found by schemathesis).
+@extend_schema_serializer(many=False)
 class ClusterSerializer(serializers.Serializer):
     name = serializers.CharField(help_text="CLUSTER_NAME; one cluster per installation.")
     nodes = serializers.IntegerField(help_text="Nodes ever seen.")
