@@ -18,7 +18,7 @@ The bounds are generous on purpose (MARGIN), so that counter-read jitter never r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
 from types import UnionType
@@ -284,8 +284,3 @@ def bound_errors(
     for seconds, items in containers.items():
         errors.update(_group_errors(container_bounds, items, seconds, node))
     return errors
-
-
-def every_numeric_field(models: Iterable[type[BaseModel]]) -> list[str]:
-    """For the test that every numeric field has a bound."""
-    return [f for model in models for f in _numeric_fields(model)]

@@ -192,6 +192,20 @@ def test_a_node_without_capacity_is_bounded_by_the_absolute_caps(client, ingest_
     assert "pods[0].cpu_seconds" in post(client, ingest_token, batch).json()["errors"]
 
 
+def test_a_new_numeric_field_without_a_bound_fails_loudly_at_import():
+    # Whoever adds a metric to the batch must say what bounds it (metrics/ingest/rules.py).
+    from pydantic import BaseModel
+
+    from metrics.ingest import rules
+
+    class WithNewMetric(BaseModel):
+        cpu_seconds: float | None = None
+        widgets: int | None = None
+
+    with pytest.raises(LookupError, match="widgets"):
+        rules.Bounds(WithNewMetric)
+
+
 # --- reading what was stored before the rules ------------------------------------------------------
 
 
