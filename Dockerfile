@@ -51,7 +51,7 @@ RUN groupadd --system --gid 10001 kubemonitor \
  && install -d -o 10001 -g 10001 -m 0750 /run/kubemonitor
 COPY --from=api-deps /opt/venv /opt/venv
 WORKDIR /app
-COPY manage.py ./
+COPY manage.py gunicorn.conf.py ./
 COPY monitor_site ./monitor_site
 COPY metrics ./metrics
 COPY --from=assets /src/node_modules/uplot/dist ./node_modules/uplot/dist

@@ -1,6 +1,6 @@
 """End-to-end ingest benchmark: gunicorn + POST /api/ingest/ vs raw binary COPY, same run, same tables.
 
-    python bench/ingest.py [--duration 30] [--nodes 200] [--workers 2] [--worker-class sync|gthread]
+    python bench/ingest.py [--duration 30] [--nodes 200] [--workers 2] [--worker-class buffering|sync|gthread]
 
 1. Creates a fresh database (default km_bench_ingest; DROPPED if it exists), migrates it
    (TimescaleDB where the server has it) and creates a collector token.
@@ -280,13 +280,17 @@ def fixed_overhead(port: int, token: str, body: bytes, gunicorn_pids: set[int], 
     return (cpu_by_kind(gunicorn_pids, database)["gunicorn"] - before) / n
 
 
+# "buffering" is what the image runs (gunicorn.conf.py): gthread with the whole request read first.
+WORKER_CLASSES = {"buffering": "monitor_site.gunicorn_worker.BufferingWorker"}
+
+
 def start_gunicorn(env: dict[str, str], port: int, workers: int, worker_class: str, threads: int, profile_dir: str | None = None, gc_tuned: bool = False) -> subprocess.Popen:
     cmd = [
         str(Path(sys.executable).parent / "gunicorn"),
         "monitor_site.wsgi",
         "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers),
-        "--worker-class", worker_class,
+        "--worker-class", WORKER_CLASSES.get(worker_class, worker_class),
         # gunicorn silently turns sync workers into gthread ones when --threads > 1.
         "--threads", str(threads if worker_class == "gthread" else 1),
         "--keep-alive", "30",
@@ -582,7 +586,8 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=110)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--worker-class", default="sync", choices=["sync", "gthread"], help="sync is what the image runs")
+    parser.add_argument("--worker-class", default="buffering", choices=["buffering", "sync", "gthread"],
+                        help="buffering is what the image runs (gunicorn.conf.py)")
     parser.add_argument("--threads", type=int, default=2, help="threads per gthread worker")
     parser.add_argument("--concurrency", type=int, default=8, help="client connections")
     parser.add_argument("--max-batches", type=int, default=6000, help="bodies prepared before the run")

@@ -81,7 +81,9 @@ class Config:
 
     @property
     def node(self) -> str:
-        return self.node_name or socket.gethostname()
+        # As the kubelet names its node: the host name in lower case (a DNS-1123 subdomain, which
+        # is all the API accepts).
+        return self.node_name or socket.gethostname().lower()
 
     @property
     def ingest_url(self) -> str:

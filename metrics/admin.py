@@ -28,6 +28,7 @@ from metrics.models import (
     Pod,
     PodSample,
     ServingSample,
+    RollupPoisonedBucket,
 )
 from metrics.tokens import create_token
 
@@ -296,6 +297,18 @@ class ContainerAdmin(admin.ModelAdmin):
     date_hierarchy = "last_seen"
 
 
+@admin.register(RollupPoisonedBucket)
+class RollupPoisonedBucketAdmin(admin.ModelAdmin):
+    """Buckets the rollup refresh left empty because their sums overflow (metrics/rollups.py)."""
+
+    list_display = ("bucket", "resolution", "entity", "error", "recorded_at")
+    list_filter = ("resolution", "entity")
+    readonly_fields = ("resolution", "entity", "bucket", "error", "recorded_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
 # --- tokens ------------------------------------------------------------------------------------
 
 
@@ -333,17 +346,14 @@ class ApiTokenAdmin(admin.ModelAdmin):
             f"Copy the token now, it is not shown again: {plaintext}",
         )
 
-    @admin.action(description="Revoke the selected tokens (ingest stops accepting them within 10 s)")
+    @admin.action(description="Revoke the selected tokens (refused from the next request on)")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        from metrics.ingest.auth import TOKEN_CACHE_SECONDS
-
         count = queryset.filter(revoked__isnull=True).update(revoked=timezone.now())
-        # Ingest remembers a verified token per process (metrics/ingest/auth.py), so say when
-        # the revocation is complete rather than let the admin believe it is immediate.
+        # Ingest checks a remembered token against this row on every request
+        # (metrics/ingest/auth.py), so the revocation is immediate everywhere.
         self.message_user(
             request,
-            f"Revoked {count} token(s). Reads refuse them now; ingest refuses them within "
-            f"{TOKEN_CACHE_SECONDS:g} s, once each API process's token cache expires.",
+            f"Revoked {count} token(s). Ingest and reads refuse them from the next request on.",
             messages.SUCCESS,
         )
 

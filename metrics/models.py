@@ -421,3 +421,28 @@ class ServingSample(models.Model):
             models.Index(fields=["namespace", "deployment", "-time"], name="servingsample_ns_dep_time"),
             models.Index(fields=["-time"], name="servingsample_time"),
         ]
+
+
+class RollupPoisonedBucket(models.Model):
+    """A rollup bucket the refresh left empty because its sums overflow (metrics/rollups.py).
+
+    Only rows written around ingest's bounds can cause one; delete the offending samples and run
+    `manage.py refreshrollups --since <bucket>` to rebuild it, which also removes this row.
+    """
+
+    resolution = models.CharField(max_length=2)  # 1m / 1h
+    entity = models.CharField(max_length=16)  # node / pod / namespace / deployment
+    bucket = models.DateTimeField()
+    error = models.TextField()
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "metrics_rollup_poisoned"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["resolution", "entity", "bucket"], name="rollup_poisoned_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.resolution} {self.entity} {self.bucket:%Y-%m-%dT%H:%M}Z"

@@ -31,7 +31,7 @@ from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DataError, OperationalError, connections, transaction
 from django.utils import timezone
 from psycopg.errors import LockNotAvailable
 
@@ -114,6 +114,8 @@ class RefreshResult:
     skipped: str | None = None
     # tier tsl: aggregates left to a concurrently running policy
     busy: list[str] = field(default_factory=list)
+    # (resolution, entity, bucket) left empty because their sums overflow (see POISONED_TABLE)
+    poisoned: list[tuple[str, str, datetime]] = field(default_factory=list)
 
     def summary(self) -> str:
         if self.skipped:
@@ -131,6 +133,10 @@ class RefreshResult:
             parts.append(f"rows 1m={self.rows_1m} 1h={self.rows_1h}")
         if self.busy:
             parts.append(f"left to running policies: {', '.join(self.busy)}")
+        if self.poisoned:
+            listed = ", ".join(f"{r} {e} {_fmt(b)}" for r, e, b in self.poisoned[:5])
+            more = f" (+{len(self.poisoned) - 5} more)" if len(self.poisoned) > 5 else ""
+            parts.append(f"POISONED buckets left empty (sums overflow): {listed}{more}")
         parts.append(f"in {self.seconds:.3f} s")
         return " ".join(parts)
 
@@ -227,10 +233,12 @@ def _merge(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, date
     return merged
 
 
-def _rebuild_1m(cursor: Any, tier: str, lo: datetime, hi: datetime) -> int:
-    """Replace the 1m buckets in [lo, hi) of every entity, from raw samples."""
+def _rebuild_1m(cursor: Any, tier: str, lo: datetime, hi: datetime, only: str | None = None) -> int:
+    """Replace the 1m buckets in [lo, hi) of every entity (or `only` that one), from raw samples."""
     rows = 0
     for name in ("node", "pod", "gpu"):
+        if only not in (None, name):
+            continue
         entity = ENTITY[name]
         mat = f"{entity.relation('1m')}_mat"
         cursor.execute(f"DELETE FROM {mat} WHERE bucket >= %s AND bucket < %s", [lo, hi])
@@ -243,6 +251,8 @@ def _rebuild_1m(cursor: Any, tier: str, lo: datetime, hi: datetime) -> int:
     # Namespaces and Deployments are sums of their pods: cheaper from the fresh pod rows.
     pod_mat = f"{ENTITY['pod'].relation('1m')}_mat"
     for name in ("namespace", "deployment"):
+        if only not in (None, name):
+            continue
         entity = ENTITY[name]
         mat = f"{entity.relation('1m')}_mat"
         where = "bucket >= %s AND bucket < %s" + (f" AND {entity.where}" if entity.where else "")
@@ -256,10 +266,12 @@ def _rebuild_1m(cursor: Any, tier: str, lo: datetime, hi: datetime) -> int:
     return rows
 
 
-def _rebuild_1h(cursor: Any, tier: str, lo: datetime, hi: datetime) -> int:
-    """Replace the 1h buckets in [lo, hi) of every entity, from the materialized 1m rows."""
+def _rebuild_1h(cursor: Any, tier: str, lo: datetime, hi: datetime, only: str | None = None) -> int:
+    """Replace the 1h buckets in [lo, hi) of every entity (or `only` that one), from the 1m rows."""
     rows = 0
     for entity in ENTITY.values():
+        if only not in (None, entity.name):
+            continue
         mat = f"{entity.relation('1h')}_mat"
         source = f"{entity.relation('1m')}_mat"
         cursor.execute(f"DELETE FROM {mat} WHERE bucket >= %s AND bucket < %s", [lo, hi])
@@ -269,6 +281,75 @@ def _rebuild_1h(cursor: Any, tier: str, lo: datetime, hi: datetime) -> int:
             [lo, hi],
         )
         rows += cursor.rowcount
+    return rows
+
+
+# --- poisoned buckets ---------------------------------------------------------------------------
+#
+# Ingest bounds every number (metrics/ingest/rules.py), but rows written before those bounds or
+# around ingest can make a bucket's sums overflow (PostgreSQL raises "value out of range"). One
+# such bucket must not stop the refresh for the whole installation: a failing range is rebuilt a
+# bucket at a time, a failing bucket an entity at a time, and what still fails is left empty,
+# logged and recorded in POISONED_TABLE; the watermark moves on. Rebuilding a recorded bucket
+# successfully later (after the bad rows are deleted and the range invalidated or --since)
+# forgets it.
+
+POISONED_TABLE = "metrics_rollup_poisoned"
+_WIDTH = {"1m": MINUTE, "1h": HOUR}
+
+
+def _rebuild_guarded(
+    cursor: Any, tier: str, resolution: str, lo: datetime, hi: datetime, poisoned: list[tuple[str, str, datetime]]
+) -> int:
+    """_rebuild_1m / _rebuild_1h of [lo, hi), isolating buckets whose sums overflow."""
+    rebuild = _rebuild_1m if resolution == "1m" else _rebuild_1h
+    try:
+        with transaction.atomic(using=cursor.db.alias):  # a savepoint: undo only this try
+            rows = rebuild(cursor, tier, lo, hi)
+    except DataError:
+        rows = 0
+        width = _WIDTH[resolution]
+        bucket = lo
+        while bucket < hi:
+            rows += _rebuild_bucket(cursor, tier, resolution, bucket, min(bucket + width, hi), poisoned)
+            bucket += width
+        return rows
+    cursor.execute(
+        f"DELETE FROM {POISONED_TABLE} WHERE resolution = %s AND bucket >= %s AND bucket < %s",
+        [resolution, lo, hi],
+    )
+    return rows
+
+
+def _rebuild_bucket(
+    cursor: Any, tier: str, resolution: str, lo: datetime, hi: datetime, poisoned: list[tuple[str, str, datetime]]
+) -> int:
+    rebuild = _rebuild_1m if resolution == "1m" else _rebuild_1h
+    rows = 0
+    for name in ("node", "pod", "namespace", "deployment"):  # pods before the sums of pods
+        try:
+            with transaction.atomic(using=cursor.db.alias):
+                rows += rebuild(cursor, tier, lo, hi, only=name)
+            cursor.execute(
+                f"DELETE FROM {POISONED_TABLE} WHERE resolution = %s AND entity = %s AND bucket = %s",
+                [resolution, name, lo],
+            )
+        except DataError as exc:
+            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            logger.error(
+                "rollup %s %s bucket %s left empty: its sums overflow (%s); delete the offending "
+                "samples and refresh with --since to rebuild it", resolution, name, _fmt(lo), error,
+            )
+            # Left empty, so the rollup views read nothing there rather than fail.
+            mat = f"{ENTITY[name].relation(resolution)}_mat"
+            cursor.execute(f"DELETE FROM {mat} WHERE bucket >= %s AND bucket < %s", [lo, hi])
+            cursor.execute(
+                f"INSERT INTO {POISONED_TABLE} (resolution, entity, bucket, error, recorded_at) "
+                "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (resolution, entity, bucket) "
+                "DO UPDATE SET error = EXCLUDED.error, recorded_at = EXCLUDED.recorded_at",
+                [resolution, name, lo, error[:1000]],
+            )
+            poisoned.append((resolution, name, lo))
     return rows
 
 
@@ -330,22 +411,22 @@ def _refresh_tables(connection: Any, tier: str, now: datetime, since: datetime |
                 ranges.append((lo, hi))
         hours = []
         for lo, hi in ranges:
-            result.rows_1m += _rebuild_1m(cursor, tier, lo, hi)
+            result.rows_1m += _rebuild_guarded(cursor, tier, "1m", lo, hi, result.poisoned)
             hours.append((floor_to(lo, HOUR), ceil_to(hi, HOUR)))
         for lo, hi in _merge(hours):
             assert m1h is not None  # invalidations exist only below a materialized range
             hi = min(hi, m1h)
             if lo < hi:
-                result.rows_1h += _rebuild_1h(cursor, tier, lo, hi)
+                result.rows_1h += _rebuild_guarded(cursor, tier, "1h", lo, hi, result.poisoned)
         result.recomputed = ranges
 
     # 3. Advance the materialized 1m range to the threshold, a slice per transaction.
-    m1m, rows = _advance(connection, tier, "materialized_1m", _rebuild_1m, m1m, threshold)
+    m1m, rows = _advance(connection, tier, "materialized_1m", "1m", m1m, threshold, result.poisoned)
     result.rows_1m += rows
     result.materialized_1m = (result.materialized_1m[0], m1m)
 
     # 4. Advance the 1h range over the complete hours now in the 1m tables.
-    m1h, rows = _advance(connection, tier, "materialized_1h", _rebuild_1h, m1h, floor_to(m1m, HOUR))
+    m1h, rows = _advance(connection, tier, "materialized_1h", "1h", m1h, floor_to(m1m, HOUR), result.poisoned)
     result.rows_1h += rows
     result.materialized_1h = (result.materialized_1h[0], m1h)
     with connection.cursor() as cursor:
@@ -354,7 +435,8 @@ def _refresh_tables(connection: Any, tier: str, now: datetime, since: datetime |
 
 
 def _advance(
-    connection: Any, tier: str, column: str, rebuild: Any, start: datetime, target: datetime
+    connection: Any, tier: str, column: str, resolution: str, start: datetime, target: datetime,
+    poisoned: list[tuple[str, str, datetime]],
 ) -> tuple[datetime, int]:
     """Materialize [start, target) a slice per transaction, moving `column` with each slice.
 
@@ -365,7 +447,7 @@ def _advance(
     while start < target:
         upto = min(target, start + SLICE)
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            rows += rebuild(cursor, tier, start, upto)
+            rows += _rebuild_guarded(cursor, tier, resolution, start, upto, poisoned)
             cursor.execute(f"UPDATE {STATE_TABLE} SET {column} = %s WHERE id = 1", [upto])
         start = upto
     return start, rows

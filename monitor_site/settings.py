@@ -72,6 +72,8 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
     # Last, so that it sees the view's exception first: a database outage is a 503, not a 500.
     "metrics.outage.DatabaseOutageMiddleware",
+    # Stored values whose sums overflow: a 422 naming the cause, not a 500.
+    "metrics.overflow.DataOverflowMiddleware",
 ]
 
 ROOT_URLCONF = "monitor_site.urls"
@@ -182,7 +184,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_RENDERER_CLASSES": [
-        "rest_framework.renderers.JSONRenderer",
+        "metrics.api.renderers.FiniteJSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
 }

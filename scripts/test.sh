@@ -11,7 +11,10 @@
 #   deploy  scripts/validate-deploy.sh: docker-compose.yml through the real Compose parser and every
 #           k8s/ manifest through kubernetes-validate --strict.
 #   ts      the whole suite on TimescaleDB (TIMESCALEDB=auto, database kubemonitor_ts): the Apache
-#           edition installed by scripts/install-timescaledb.sh, or the TSL where present.
+#           edition installed by scripts/install-timescaledb.sh, or the TSL where present. Also
+#           the fault test (tests/test_database_restart.py: a private PostgreSQL stopped and
+#           restarted under ingest load) and, like every pass, schemathesis against /api/schema/
+#           (metrics/tests/test_schemathesis.py); either fails the run if it finds errors.
 #   pg      the server suite (metrics/tests, tests/) on plain PostgreSQL (TIMESCALEDB=off,
 #           database kubemonitor_pg).
 #   tsl     the server suite against $TSL_DATABASE_URL (a TimescaleDB with its TSL module); skipped
@@ -137,8 +140,10 @@ if wants lint; then
     fi
 fi
 
-# The one-command-run and artifact tests do not depend on the database tier; run them once.
-once_only=(--ignore=tests/test_local_run.py --ignore=tests/test_deploy_artifacts.py)
+# The one-command-run, artifact and database-restart tests do not depend on the database tier;
+# run them once (in the ts pass). The restart test starts a private PostgreSQL of its own.
+once_only=(--ignore=tests/test_local_run.py --ignore=tests/test_deploy_artifacts.py
+           --ignore=tests/test_database_restart.py)
 
 if wants ts; then
     run_pytest ts "DATABASE_URL=${PG_BASE}/kubemonitor_ts" TIMESCALEDB=auto -- "$@"

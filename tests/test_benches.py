@@ -132,3 +132,10 @@ def test_the_dashboard_bench_prints_percentiles_for_every_case(bench_database: s
     for case in ("pods by name, page 1", "pods by CPU", "pods by memory", "pods of a namespace by CPU", "pods by text", "overview page"):
         assert figure(output, rf"^{case}\s+\d+\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$") > 0
     assert figure(output, rf"^worst p95: {NUMBER} ms") > 0
+
+
+def test_the_validate_bench_prints_each_checks_cost() -> None:
+    output = run_bench(["bench/validate.py", "--tiny"])
+    for label in ("pydantic validation", "duplicate keys", "bounds", "parse_batch"):
+        assert figure(output, rf"^{label}: {NUMBER} ms$") > 0
+    assert figure(output, rf"^checks' share of parse_batch: {NUMBER} %$") > 0

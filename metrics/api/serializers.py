@@ -4,13 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from metrics import series
 from metrics.models import Container, Node, Pod
+
+
+def absolute_url(context: dict[str, Any], view: str, **kwargs: str) -> str | None:
+    """The item's URL, or None for a name no URL can carry.
+
+    Ingest refuses such names (metrics/ingest/rules.py), but rows stored before it did, or
+    written around it, must not turn every list that shows them into a 500.
+    """
+    try:
+        path = reverse(view, kwargs=kwargs)
+    except NoReverseMatch:
+        return None
+    request = context.get("request")
+    return request.build_absolute_uri(path) if request else path
+
+
+# Null only for a name no URL can carry (see absolute_url).
+_Url = extend_schema_field({"type": ["string", "null"], "format": "uri"})
 
 
 def _point_field(field: series.PointField) -> serializers.Field:
@@ -77,9 +95,7 @@ class SeriesMixin(serializers.Serializer):
 
 
 class NodeSerializer(UsageMixin, serializers.ModelSerializer):
-    url = serializers.HyperlinkedIdentityField(
-        view_name="node-detail", lookup_field="name", lookup_url_kwarg="node"
-    )
+    url = serializers.SerializerMethodField()
 
     class Meta:
         model = Node
@@ -95,6 +111,10 @@ class NodeSerializer(UsageMixin, serializers.ModelSerializer):
 
     def get_reporting(self, obj: Node) -> bool:
         return obj.reporting(self.context.get("now") or timezone.now())
+
+    @_Url
+    def get_url(self, obj: Node) -> str | None:
+        return absolute_url(self.context, "node-detail", node=obj.name)
 
 
 class NodeDetailSerializer(SeriesMixin, NodeSerializer):
@@ -114,10 +134,9 @@ class PodSerializer(UsageMixin, serializers.ModelSerializer):
             "memory_request_bytes", "model_server", "model_name", "first_seen", "last_seen", "usage",
         ]
 
-    def get_url(self, obj: Pod) -> str:
-        path = reverse("namespace-pod-detail", kwargs={"namespace": obj.namespace, "pod": obj.name})
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
+    @_Url
+    def get_url(self, obj: Pod) -> str | None:
+        return absolute_url(self.context, "namespace-pod-detail", namespace=obj.namespace, pod=obj.name)
 
 
 class ContainerSerializer(serializers.ModelSerializer):
@@ -147,10 +166,9 @@ class NamespaceSerializer(UsageMixin, serializers.Serializer):
     def usage_key(self, obj: Any) -> Any:
         return (obj["namespace"],)
 
-    def get_url(self, obj: dict[str, Any]) -> str:
-        path = reverse("namespace-detail", kwargs={"namespace": obj["namespace"]})
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
+    @_Url
+    def get_url(self, obj: dict[str, Any]) -> str | None:
+        return absolute_url(self.context, "namespace-detail", namespace=obj["namespace"])
 
 
 class NamespaceDetailSerializer(SeriesMixin, NamespaceSerializer):
@@ -168,19 +186,19 @@ class DeploymentSerializer(UsageMixin, serializers.Serializer):
     def usage_key(self, obj: Any) -> Any:
         return (obj["namespace"], obj["deployment"])
 
-    def get_url(self, obj: dict[str, Any]) -> str:
-        path = reverse(
-            "namespace-deployment-detail",
-            kwargs={"namespace": obj["namespace"], "deployment": obj["deployment"]},
+    @_Url
+    def get_url(self, obj: dict[str, Any]) -> str | None:
+        return absolute_url(
+            self.context, "namespace-deployment-detail", namespace=obj["namespace"], deployment=obj["deployment"]
         )
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
 
 
 class DeploymentDetailSerializer(SeriesMixin, DeploymentSerializer):
     pass
 
 
+# The cluster's `list` answers one object, not an array of them (found by schemathesis).
+@extend_schema_serializer(many=False)
 class ClusterSerializer(serializers.Serializer):
     name = serializers.CharField(help_text="CLUSTER_NAME; one cluster per installation.")
     nodes = serializers.IntegerField(help_text="Nodes ever seen.")

@@ -1,11 +1,12 @@
 """Token authentication for the ingest hot path, with verified tokens remembered briefly.
 
 Every collector posts every 10 s, so looking its token up in the database on each request costs
-one query per batch (measured at about a tenth of the server's time per batch in
-bench/ingest.py --profile). A token verified here is remembered for TOKEN_CACHE_SECONDS per
-process: revoking a token therefore takes effect within that many seconds on ingest (reads use
-the uncached metrics.auth.ApiTokenAuthentication and see it at once). Only a SHA-256 of the
-Authorization header is kept as the key.
+one lookup and verification per batch (measured at about a tenth of the server's time per batch
+in bench/ingest.py --profile). A token verified here is remembered for TOKEN_CACHE_SECONDS per
+process; each request still checks by primary key that it was not revoked meanwhile, so a
+revocation takes effect at once (as on reads, which use the uncached
+metrics.auth.ApiTokenAuthentication). Only a SHA-256 of the Authorization header is kept as the
+key.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import hashlib
 import threading
 import time
 
-from rest_framework import authentication
+from django.db import connection
+from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from metrics.auth import ApiTokenAuthentication, TokenUser
@@ -33,6 +35,18 @@ def clear_cache() -> None:
         _cache.clear()
 
 
+# Revocation takes effect at once: a remembered token is still checked on every request by one
+# primary-key probe, which costs far less than the lookup and verification the cache saves (the
+# figures are in docs/api.md, "Tokens").
+_VALID_SQL = f"SELECT 1 FROM {ApiToken._meta.db_table} WHERE id = %s AND revoked IS NULL"
+
+
+def _still_valid(token_id: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(_VALID_SQL, [token_id])
+        return cursor.fetchone() is not None
+
+
 class CachedTokenAuthentication(ApiTokenAuthentication):
     def authenticate(self, request: Request) -> tuple[TokenUser, ApiToken] | None:
         header = authentication.get_authorization_header(request)
@@ -42,6 +56,10 @@ class CachedTokenAuthentication(ApiTokenAuthentication):
         now = time.monotonic()
         entry = _cache.get(key)
         if entry is not None and entry[1] > now:
+            if not _still_valid(entry[0].pk):
+                with _lock:
+                    _cache.pop(key, None)
+                raise exceptions.AuthenticationFailed("Invalid or revoked token.")
             return TokenUser(entry[0]), entry[0]
         result = super().authenticate(request)  # raises AuthenticationFailed for bad tokens
         if result is not None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import from_json
 
 from metrics.ingest.gpu_schema import MAX_GPUS, IngestGpu, check_gpus
+from metrics.ingest import duplicates, rules
 
 # Bigint columns hold the integers; anything larger could not be stored.
 BIGINT_MAX = 2**63 - 1
@@ -33,11 +34,8 @@ Bytes = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
 Count = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
 SmallCount = Annotated[int, Field(ge=0, le=INT_MAX)]
 Percent = Annotated[float, Field(ge=0, le=100 * 64, allow_inf_nan=False)]  # one value per GPU summed
-Interval = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
-Name = Annotated[str, Field(min_length=1, max_length=253)]
-OptName = Annotated[str, Field(max_length=253)]
-LabelKey = Annotated[str, Field(min_length=1, max_length=317)]  # <prefix of 253>/<name of 63>
-LabelValue = Annotated[str, Field(max_length=253)]
+# Names (Kubernetes rules) and the interval's range: metrics/ingest/rules.py.
+Interval = rules.Interval
 Text = Annotated[str, Field(max_length=1000)]
 
 # RFC 3339 allows "T", "t" or a space between date and time; pydantic also takes "_" and dates alone.
@@ -140,7 +138,7 @@ class PodState(_Strict):
 
 
 class IngestContainer(PressureAndGpu, Throttling, ContainerState):
-    name: Name
+    name: rules.ContainerName
     id: Annotated[str, Field(max_length=128)]
     image: Annotated[str, Field(max_length=512)]
     cpu_seconds: Float | None
@@ -199,13 +197,13 @@ class ModelServing(_Strict):
 
 class IngestPod(ModelServing, PressureAndGpu, NetworkCounters, Throttling, PodState):
     uid: Annotated[str, Field(min_length=1, max_length=64)]
-    name: Name
-    namespace: Name
-    owner_kind: Annotated[str, Field(max_length=63)] | None
-    owner_name: OptName | None
-    deployment: Name | None
+    name: rules.PodName
+    namespace: rules.NamespaceName
+    owner_kind: rules.OwnerKind | None
+    owner_name: rules.OwnerName | None
+    deployment: rules.DeploymentName | None
     qos: Literal["Guaranteed", "Burstable", "BestEffort"] | None
-    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
+    labels: Annotated[dict[rules.LabelKey, rules.LabelValue], Field(max_length=MAX_LABELS)]
     cpu_seconds: Float | None
     memory_working_set_bytes: Bytes | None
     disk_read_bytes: Bytes | None
@@ -242,7 +240,7 @@ class IngestCollectorInfo(_Strict):
 
 
 class IngestBatch(_Strict):
-    node: Name
+    node: rules.NodeName
     # End of the interval; stored rows carry its start (time - interval_seconds).
     time: Annotated[datetime, Field(strict=False)]
     interval_seconds: Interval
@@ -322,6 +320,10 @@ def _quote(key: str) -> str:
 
 
 def _message(error: Any) -> str:
+    if error["type"] == "string_pattern_mismatch":
+        named = rules.PATTERN_MESSAGES.get(error.get("ctx", {}).get("pattern"))
+        if named:
+            return named
     template = _MESSAGES.get(error["type"])
     if template is not None:
         try:
@@ -400,18 +402,29 @@ def nul_errors(value: Any, loc: tuple[int | str, ...] = ()) -> dict[str, list[st
     return errors
 
 
+# Physical bounds of every number (metrics/ingest/rules.py), per model.
+_NODE_BOUNDS = rules.Bounds(IngestNodeUsage)
+_POD_BOUNDS = rules.Bounds(IngestPod)
+_CONTAINER_BOUNDS = rules.Bounds(IngestContainer)
+
+
 def parse_batch(body: bytes, now: datetime, raw_retention: timedelta) -> IngestBatch:
     """Validate a request body; raises BatchInvalid naming every bad field."""
     try:
         batch = IngestBatch.model_validate_json(body)
     except ValidationError as exc:
         raise BatchInvalid(errors_from(exc)) from None
+    # Parsers keep the last of two equal keys; a body must not say two things (duplicates.py).
+    errors = duplicates.duplicate_key_errors(body, batch)
+    if errors:
+        raise BatchInvalid(errors)
     # JSON can carry NUL only as an escape; look closer only when the body has one.
     if b"\\u0000" in body:
         errors = nul_errors(from_json(body))
         if errors:
             raise BatchInvalid(errors)
     errors = check_batch(batch, now, raw_retention) | check_gpus(batch.gpus) | serving_errors(batch)
+    errors.update(rules.bound_errors(batch, _NODE_BOUNDS, _POD_BOUNDS, _CONTAINER_BOUNDS))
     if errors:
         raise BatchInvalid(errors)
     return batch

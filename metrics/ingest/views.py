@@ -131,7 +131,8 @@ class IngestView(APIView):
         description=(
             "One JSON batch per node per interval; `time` is the END of the interval. Send "
             "`Content-Encoding: gzip` to compress. The whole batch is stored or nothing is; a "
-            "batch whose (node, time) was stored before is a retry and stores nothing (200). "
+            "batch whose (node, time, interval_seconds) was stored before is a retry and stores "
+            "nothing (200); one overlapping another stored interval of its node is refused (400). "
             "Unknown keys are refused. Errors name each bad field by its path, e.g. "
             "`pods[3].containers[0].foo`. See docs/api.md."
         ),
@@ -140,7 +141,13 @@ class IngestView(APIView):
         responses={
             201: OpenApiResponse(_Stored, description="Stored."),
             200: OpenApiResponse(_Duplicate, description="Already stored (a retried batch); nothing written."),
-            400: OpenApiResponse(_Errors, description="Malformed JSON or gzip, or invalid fields (named)."),
+            400: OpenApiResponse(
+                _Errors,
+                description=(
+                    "Malformed JSON or gzip, duplicate keys, invalid fields or names, numbers past their "
+                    "physical bounds, or an interval overlapping a stored one (each named)."
+                ),
+            ),
             401: OpenApiResponse(description="No token, or an unknown or revoked one."),
             403: OpenApiResponse(description="The token lacks the ingest scope."),
             413: OpenApiResponse(_Errors, description="Body larger than INGEST_MAX_BODY_BYTES (before or after gunzip)."),

@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import connection, models, transaction
 
 from metrics.ingest.gpus import GpuSampleConflict, store_gpus
+from metrics.ingest import overlap
 from metrics.ingest.schema import IngestBatch as Batch
 from metrics.models import (
     ContainerSample,
@@ -375,6 +376,10 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
             ).fetchone()
             assert node_row is not None
             node_id, node_first_seen, inserted = node_row
+            # Overlaps with this node's stored intervals: a 400, or a retry (raises Duplicate).
+            overlapping = overlap.check_node(cursor, node_id, start, end, interval, inserted)
+            if overlapping:
+                raise SampleConflict(overlapping)
             if not inserted:
                 raise _Duplicate
             t1 = tick()
@@ -393,6 +398,10 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
             t2 = tick()
             timings["pods"] = t2 - t1
             container_ids, new_cache = _containers(cursor, batch, pod_ids, pod_entries, cached, end)
+            if any(seconds > interval for seconds in starts):  # someone reaches back: rare
+                overlapping = _reaching_back(cursor, batch, pod_ids, container_ids, start, end, starts)
+                if overlapping:
+                    raise SampleConflict(overlapping)
             t3 = tick()
             timings["containers"] = t3 - t2
 
@@ -427,11 +436,37 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
             transaction.on_commit(lambda: _remember(batch.node, new_cache))
             t6 = tick()
         timings["commit"] = tick() - t6
-    except _Duplicate:
+    except (_Duplicate, overlap.Duplicate):
         return Stored(duplicate=True, timings=timings)
     except psycopg.errors.UniqueViolation as exc:
         raise SampleConflict(_conflict_errors(exc, batch, pod_ids, container_ids)) from None
     return Stored(duplicate=False, pods=len(batch.pods), containers=n_containers, timings=timings)
+
+
+def _reaching_back(
+    cursor: Any,
+    batch: Batch,
+    pod_ids: list[int],
+    container_ids: list[tuple[int, ...]],
+    start: datetime,
+    end: datetime,
+    starts: dict[float, datetime],
+) -> dict[str, list[str]]:
+    """Overlap errors for pods and containers whose interval starts before the batch's."""
+    interval = batch.interval_seconds
+    pods: dict[int, tuple[str, datetime, float]] = {}
+    containers: dict[int, tuple[str, datetime, float]] = {}
+    for i, (pod, pod_id, ids) in enumerate(zip(batch.pods, pod_ids, container_ids)):
+        pod_interval = pod.interval_seconds or interval
+        if starts[pod_interval] < start:
+            pods[pod_id] = (f"pods[{i}]", starts[pod_interval], pod_interval)
+        for j, (container, container_id) in enumerate(zip(pod.containers, ids)):
+            c_interval = container.interval_seconds or pod_interval
+            if starts[c_interval] < start:
+                containers[container_id] = (f"pods[{i}].containers[{j}]", starts[c_interval], c_interval)
+    errors = overlap.check_members(cursor, overlap.POD_PROBE, pods, end, "pod")
+    errors.update(overlap.check_members(cursor, overlap.CONTAINER_PROBE, containers, end, "container"))
+    return errors
 
 
 def _copy_pods(cursor: Any, batch: Batch, pod_ids: list[int], node_id: int, starts: dict[float, datetime]) -> datetime:

@@ -289,8 +289,8 @@ def _usage(rng: random.Random, interval: float, pod: dict[str, Any]) -> None:
     """Fill in one interval's usage for a pod and its containers (in place)."""
     pod_cpu = pod_ws = pod_rss = pod_cache = pod_rd = pod_wr = 0
     for container in pod["containers"]:
-        cpu = round(rng.uniform(0.001, 0.4) * interval, 6)
-        ws = rng.randrange(8 * MiB, 900 * MiB)
+        cpu = round(rng.uniform(0.001, 0.08) * interval, 6)  # ~110 pods within 16 cores
+        ws = rng.randrange(8 * MiB, 300 * MiB)  # 110 pods stay within the node's 64 GiB
         rss = ws * 3 // 4
         cache = ws - rss
         rd = rng.choice([0, 0, 4096 * rng.randrange(1, 200)])
