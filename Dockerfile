@@ -42,10 +42,11 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 kubemonitor \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin kubemonitor \
- && install -d -o 10001 -g 10001 -m 0750 /run/kubemonitor
+ && install -d -o 10001 -g 10001 -m 0750 /run/kubemonitor \
+ && install -d -o 10001 -g 10001 -m 0700 /run/kubemonitor-admin
 COPY --from=api-deps /opt/venv /opt/venv
 WORKDIR /app
-COPY manage.py ./
+COPY manage.py gunicorn.conf.py ./
 COPY monitor_site ./monitor_site
 COPY metrics ./metrics
 # Static files are collected at build time and served by whitenoise from the image. The settings
