@@ -201,7 +201,13 @@ LOGGING = {
     "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django logs every 4xx answer as a WARNING ("Bad Request: /api/ingest/"). Those are
+        # expected here (a refused batch, a wrong name, a missing token) and already named in
+        # the answer; 5xx stay ERRORs.
+        "django.request": {"level": "ERROR"},
+    },
 }
 
 if not DEBUG:
