@@ -153,7 +153,7 @@ class DatabaseCollector:
         tier = backend.storage_tier()
         if tier is None:
             return
-        state = rollups.state()
+        edges = _materialized_edges(cursor, tier)
         lag = _gauge(
             "kubemonitor_rollup_lag_seconds",
             "Seconds between now and the end of the materialized rollups (tier tsl: the continuous "
@@ -161,7 +161,7 @@ class DatabaseCollector:
             ["resolution"],
         )
         for resolution in ("1m", "1h"):
-            edge = state.get(f"materialized_{resolution}")
+            edge = edges.get(resolution)
             if edge is not None:
                 lag.add_metric([resolution], max(0.0, (now - edge).total_seconds()))
         yield lag
@@ -179,6 +179,25 @@ class DatabaseCollector:
         if at is not None:
             finished.add_metric([], at.timestamp())
         yield from (duration, finished)
+
+
+def _materialized_edges(cursor: Any, tier: str) -> dict[str, datetime | None]:
+    if tier != "tsl":
+        state = rollups.state()
+        return {r: state.get(f"materialized_{r}") for r in ("1m", "1h")}
+    edges: dict[str, datetime | None] = {}
+    for resolution in ("1m", "1h"):
+        # An aggregate that never materialized anything has the lowest timestamp PostgreSQL has
+        # as its watermark (4714 BC), which Python cannot hold: no edge then.
+        cursor.execute(
+            "SELECT CASE WHEN w > '-infinity' AND w >= timestamptz '1970-01-01' THEN w END FROM ("
+            " SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id)) AS w"
+            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = %s) s",
+            [f"metrics_rollup_pod_{resolution}"],
+        )
+        row = cursor.fetchone()
+        edges[resolution] = row[0] if row else None
+    return edges
 
 
 def _refresh_run(cursor: Any, tier: str) -> tuple[float | None, datetime | None]:

@@ -31,8 +31,22 @@ def env_secret(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+# scripts/run.sh keeps its state in var/: the private database's URL and the secret key. When
+# the environment does not say otherwise, manage.py run by hand in the checkout finds them there,
+# so the README's commands work as written next to a local run. Real environment variables win.
+LOCAL_RUN_DIR = Path(os.environ.get("KUBEMONITOR_VAR_DIR") or BASE_DIR / "var")
+
+
+def local_run_value(name: str) -> str | None:
+    path = LOCAL_RUN_DIR / name
+    try:
+        return path.read_text().strip() or None
+    except OSError:  # no local run here (or not ours to read)
+        return None
+
+
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env_secret("SECRET_KEY") or ""
+SECRET_KEY = env_secret("SECRET_KEY") or local_run_value("secret-key") or ""
 if not SECRET_KEY:
     if DEBUG or env.bool("CI", default=False) or os.environ.get("PYTEST_VERSION"):
         # Tests and local debugging need no secret; a production process refuses to start.
@@ -94,7 +108,10 @@ TEMPLATES = [
 WSGI_APPLICATION = "monitor_site.wsgi.application"
 
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/kubemonitor"),
+    "default": env.db_url(
+        "DATABASE_URL",
+        default=local_run_value("database-url") or "postgres://postgres@127.0.0.1:5432/kubemonitor",
+    ),
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
