@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -244,12 +245,23 @@ class PrometheusText(BaseRenderer):
         return f"# {detail}\n".encode()
 
 
+class _PlainTextAlways(BaseContentNegotiation):
+    # Prometheus asks for OpenMetrics first and text/plain after; one format is served to every
+    # Accept header rather than a 406.
+    def select_parser(self, request: Request, parsers: Any) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Request, renderers: Any, format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
 class MetricsView(APIView):
     """kubemonitor's own figures for Prometheus (optional: kubemonitor needs no Prometheus)."""
 
     authentication_classes = [ApiTokenAuthentication, SessionAuthentication]
     permission_classes = [CanRead]
     renderer_classes = [PrometheusText]
+    content_negotiation_class = _PlainTextAlways
     throttle_classes: list[Any] = []
     schema = None  # plain text, not part of the JSON API's OpenAPI document
 

@@ -40,7 +40,9 @@ def read_token(db) -> str:
 
 
 def scrape_text(client: Client, token: str) -> str:
-    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}")
+    # What Prometheus sends: OpenMetrics preferred, the text format accepted.
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_ACCEPT=accept)
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/plain; version=")
     return response.content.decode()
@@ -48,6 +50,12 @@ def scrape_text(client: Client, token: str) -> str:
 
 def counter(text: str, name: str, **labels: str) -> float:
     return value(text, name, **labels) or 0.0
+
+
+def test_it_answers_the_text_format_whatever_the_client_accepts(db, read_token):
+    response = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {read_token}", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
 
 
 def test_it_refuses_a_scrape_without_a_read_token(db, ingest_token):
