@@ -27,6 +27,7 @@ from metrics.api import serializers as s
 from metrics.api.filters import PodFilterSet
 from metrics.api.pagination import NameCursorPagination
 from metrics.auth import ApiTokenAuthentication, CanRead
+from metrics.replica import reading_from_replica
 from metrics.models import Container, Node, Pod
 
 # Names may hold dots (node names usually do); only the slash separates path segments.
@@ -72,7 +73,9 @@ class ReadViewSet(viewsets.GenericViewSet):
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
-            return super().dispatch(request, *args, **kwargs)
+            # Inventory and sample reads go to READ_DATABASE_URL's replica when there is one.
+            with reading_from_replica():
+                return super().dispatch(request, *args, **kwargs)
         finally:
             # basename and action name the endpoint (node-list, pod-detail, ...), never the path,
             # so the histogram's series stay few whatever names are asked for.
