@@ -80,6 +80,8 @@ def test_the_rollups_bench_prints_its_three_refresh_times(bench_database: str) -
     assert figure(output, rf"^tier \w+: {NUMBER} pod samples") == 10 * 180
     for label in ("first refresh", "steady refresh", "late-data refresh"):
         assert figure(output, rf"^{label} \([^)]*\):\s+{NUMBER} s") >= 0
+    assert figure(output, rf"^on disk per rollup row, bytes: node 1m {NUMBER} ") > 0
+    assert figure(output, rf"pod 1m {NUMBER} \(\d+ rows\)") > 0
 
 
 @pytest.mark.parametrize("bench_database", ["query"], indirect=True)
