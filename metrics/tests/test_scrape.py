@@ -111,20 +111,17 @@ def test_it_counts_ingest_batches_and_samples_by_result(db, ingest_token, read_t
 
 def test_it_counts_a_node_as_not_reporting_after_three_of_its_intervals(db, ingest_token, read_token):
     client = Client()
-    # worker-1 at 10 s ended 25 s ago: 2.5 intervals, still reporting. worker-2 at 10 s ended
-    # 35 s ago: silent. worker-3 at 15 s ended 35 s ago: 2.3 of its intervals, reporting.
-    assert post(client, ingest_token, f.batch("worker-1", end=f.tick(25), pods=1)).status_code == 201
-    assert post(client, ingest_token, f.batch("worker-2", end=f.tick(35), pods=1)).status_code == 201
-    assert post(
-        client, ingest_token, f.batch("worker-3", end=f.tick(35, 15), pods=1, interval=15.0)
-    ).status_code == 201
-    now = max(f.tick(25), f.tick(35) + timedelta(seconds=35))
-    text = scrape.exposition(now=now).decode()
-    ages = {n: value(text, "kubemonitor_node_last_report_age_seconds", node=n) for n in ("worker-1", "worker-2", "worker-3")}
-    expected = sum(1 for n, age in ages.items() if age > 3 * (15 if n == "worker-3" else 10))
-    assert expected >= 1
+    base = f.tick(120, 30)  # a multiple of both 10 s and 15 s
+    # At base + 35 s: worker-1 (10 s) ended 25 s ago, 2.5 intervals: reporting. worker-2 (10 s)
+    # ended 35 s ago, 3.5 intervals: not. worker-3 (15 s) ended 35 s ago, 2.3 intervals: reporting.
+    assert post(client, ingest_token, f.batch("worker-1", end=base + timedelta(seconds=10), pods=1)).status_code == 201
+    assert post(client, ingest_token, f.batch("worker-2", end=base, pods=1)).status_code == 201
+    assert post(client, ingest_token, f.batch("worker-3", end=base, pods=1, interval=15.0)).status_code == 201
+    text = scrape.exposition(now=base + timedelta(seconds=35)).decode()
     assert value(text, "kubemonitor_nodes_known") == 3
-    assert value(text, "kubemonitor_nodes_not_reporting") == expected
+    assert value(text, "kubemonitor_nodes_not_reporting") == 1
+    assert value(text, "kubemonitor_node_last_report_age_seconds", node="worker-2") == 35
+    assert value(text, "kubemonitor_node_last_report_age_seconds", node="worker-1") == 25
 
 
 def test_it_times_read_requests_by_endpoint(db, read_token):
