@@ -537,6 +537,29 @@ def run_profile(n: int, pods: int) -> None:
     stats.sort_stats("tottime").print_stats(20)
 
 
+def run_disk(url: str, intervals: int, nodes: int, pods: int, interval: float) -> None:
+    """On-disk bytes per pod sample over a realistic history: `intervals` consecutive batches of
+    each node, every one with new usage values (the HTTP half re-sends one batch per node with
+    only its time changed, which compresses far better than real data would). Stored in-process
+    through parse_batch and writer.store, the same path as the API."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "monitor_site.settings")
+    import django
+
+    django.setup()
+    from metrics.ingest import writer
+    from metrics.ingest.schema import parse_batch
+
+    generators = [NodeBatches(f"disk-{i}", pods=pods, interval=interval, seed=i) for i in range(nodes)]
+    now = datetime.now(timezone.utc)
+    base = datetime.fromtimestamp(now.timestamp() // interval * interval, tz=timezone.utc) - timedelta(seconds=interval * (intervals + 10))
+    t0 = time.perf_counter()
+    for k in range(intervals):
+        for g in generators:
+            writer.store(parse_batch(json.dumps(g.batch(base + timedelta(seconds=interval * k))).encode(), now, timedelta(days=7)))
+    print(f"stored {intervals} intervals x {nodes} nodes x {pods} pods (new values every interval) in {time.perf_counter() - t0:.1f} s")
+    print_bytes(url)
+
+
 def run_phases(n: int, pods: int, gc_tuned: bool) -> None:
     """CPU per phase of parse_batch + writer.store, in this process and in its PostgreSQL backend."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "monitor_site.settings")
@@ -610,6 +633,7 @@ def main() -> None:
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--profile", type=int, metavar="N", help="profile N batches in-process instead")
     parser.add_argument("--phases", type=int, metavar="N", help="CPU per phase (Python and PostgreSQL) over N batches in-process instead")
+    parser.add_argument("--disk", type=int, metavar="N", help="store N intervals of --nodes nodes with varying values in-process, then print on-disk bytes per pod sample (raw, and compressed on TSL) instead")
     parser.add_argument("--profile-server", action="store_true", help="run the gunicorn workers under cProfile and print where their CPU went")
     parser.add_argument("--gc-tuned", action="store_true", help="gc.freeze() and a higher generation-0 threshold in the workers (bench/gunicorn_conf.py)")
     parser.add_argument("--tiny", action="store_true", help="a few seconds' smoke run (4 nodes x 10 pods, 1 worker, 1 s phases): checks the bench still runs")
@@ -638,6 +662,10 @@ def main() -> None:
     if args.phases:
         os.environ.update(env)
         run_phases(args.phases, args.pods, args.gc_tuned)
+        return
+    if args.disk:
+        os.environ.update(env)
+        run_disk(url, args.disk, args.nodes, args.pods, args.interval)
         return
 
     names = [f"bench-node-{i:04d}" for i in range(args.nodes)]

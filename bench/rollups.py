@@ -184,7 +184,16 @@ def print_rollup_bytes(tier: str) -> None:
                     size = f"hypertable_size('{stored}')"
                 else:
                     stored = f"{relation}_mat"
-                    size = f"pg_total_relation_size('{stored}')"
+                    # A hypertable's parent holds nothing; its chunks hold the rows (tier apache).
+                    cursor.execute("SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL")
+                    hyper = cursor.fetchone()[0]
+                    if hyper:
+                        cursor.execute(
+                            "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = %s",
+                            [stored],
+                        )
+                        hyper = cursor.fetchone()[0]
+                    size = f"hypertable_size('{stored}')" if hyper else f"pg_total_relation_size('{stored}')"
                 cursor.execute(f"SELECT {size}, (SELECT count(*) FROM {stored})")
                 total, rows = cursor.fetchone()
                 parts.append(f"{name} {resolution} {total / max(rows, 1):,.0f} ({rows} rows)")
