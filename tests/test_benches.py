@@ -113,5 +113,5 @@ def test_the_ingest_bench_prints_end_to_end_raw_copy_and_their_ratio(bench_datab
     # --disk: on-disk bytes over a history of varying values, stored in-process.
     output = run_bench(["bench/ingest.py", "--disk", "3", "--nodes", "1", "--pods", "5",
                         "--database", bench_database, "--server", server])
-    assert figure(output, rf"^stored 3 intervals x 1 nodes x 5 pods") == 3
+    assert figure(output, rf"^stored {NUMBER} intervals x 1 nodes x 5 pods") == 3
     assert figure(output, rf"on disk per pod sample .*: raw {NUMBER} bytes; compressed ") > 0
