@@ -19,6 +19,7 @@ from metrics import rollups
 from metrics.models import ApiToken, Node
 from metrics.replica import REPLICA_ALIAS, read_alias, reading_from_replica
 from metrics.tests import factories_ingest as f
+from metrics.tests.factories import reset_rollups
 from metrics.tests.ingest_helpers import post
 from metrics.tests.replica_server import StreamingReplica, Unavailable
 from metrics.tokens import create_token
@@ -115,6 +116,7 @@ def test_reads_inside_a_write_transaction_stay_on_the_primary(replica_alias):
 
 
 def test_the_rollup_refresh_writes_to_the_primary_while_reads_use_the_replica(replica_alias):
+    reset_rollups()  # rollup tables and their state outlive the flush between tests
     client = Client()
     ingest = create_token("collector", ApiToken.Scope.INGEST)[1]
     read = create_token("reader", ApiToken.Scope.READ)[1]

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from metrics import rollups, scrape
 from metrics.models import ApiToken
 from metrics.tests import factories_ingest as f
+from metrics.tests.factories import reset_rollups
 from metrics.tests.gunicorn_server import Gunicorn, database_url_of_test_db
 from metrics.tests.ingest_helpers import post
 from metrics.tokens import create_token
@@ -138,6 +139,7 @@ def test_it_times_read_requests_by_endpoint(db, read_token):
 
 @pytest.mark.django_db(transaction=True)
 def test_it_reports_the_rollup_lag_and_the_refresh_duration(ingest_token, read_token):
+    reset_rollups()  # rollup tables and their state outlive the flush between tests
     client = Client()
     assert post(client, ingest_token, f.batch("worker-1", end=f.tick(120), pods=2)).status_code == 201
     result = rollups.refresh()
