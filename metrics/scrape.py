@@ -204,7 +204,9 @@ def _materialized_edges(cursor: Any, tier: str) -> dict[str, datetime | None]:
 def _refresh_run(cursor: Any, tier: str) -> tuple[float | None, datetime | None]:
     if tier == "tsl":
         cursor.execute(
-            "SELECT max(extract(epoch FROM s.last_run_duration)), max(s.last_successful_finish) "
+            # A policy that never succeeded reports -infinity, which Python cannot hold.
+            "SELECT max(extract(epoch FROM s.last_run_duration)), "
+            "max(s.last_successful_finish) FILTER (WHERE s.last_successful_finish > '-infinity') "
             "FROM timescaledb_information.job_stats s JOIN timescaledb_information.jobs j USING (job_id) "
             "WHERE j.proc_name = 'policy_refresh_continuous_aggregate'"
         )
