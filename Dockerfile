@@ -48,7 +48,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 kubemonitor \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin kubemonitor \
- && install -d -o 10001 -g 10001 -m 0750 /run/kubemonitor
+ && install -d -o 10001 -g 10001 -m 0750 /run/kubemonitor \
+ && install -d -o 10001 -g 10001 -m 0700 /run/kubemonitor-admin
 COPY --from=api-deps /opt/venv /opt/venv
 WORKDIR /app
 COPY manage.py gunicorn.conf.py ./

@@ -57,14 +57,18 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --- setup ----------------------------------------------------------------------------------------
 
 
+# --server: another PostgreSQL, e.g. a TimescaleDB with its TSL module to measure compression.
+SERVER = "postgres://postgres@127.0.0.1:5432"
+
+
 def database_url(name: str) -> str:
-    return f"postgres://postgres@127.0.0.1:5432/{name}"
+    return f"{SERVER}/{name}"
 
 
 def fresh_database(name: str, env: dict[str, str]) -> str:
     import psycopg
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+    with psycopg.connect(database_url("postgres").replace("postgres://", "postgresql://"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     manage = [sys.executable, str(ROOT / "manage.py")]
@@ -103,7 +107,19 @@ def bytes_per_pod_sample(url: str) -> tuple[float, str]:
         pods = conn.execute("SELECT count(*) FROM metrics_podsample").fetchone()[0]
         # Compression is a TSL feature; the Apache edition and plain PostgreSQL have none.
         licence = conn.execute("SELECT current_setting('timescaledb.license', true)").fetchone()[0] if hyper else None
-    compressed = "not measured (TSL present: compress chunks to measure)" if licence == "timescale" else "n/a (no TSL)"
+        if licence != "timescale":
+            return total / max(pods, 1), "n/a (no TSL)"
+        # What the compression policy does after 2 days (metrics/migrations/snapshots), now: the
+        # same segmentby/orderby the tables were given, every chunk of both tables.
+        started = time.perf_counter()
+        for table in ("metrics_podsample", "metrics_containersample"):
+            conn.execute(f"SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('{table}') c")
+        conn.commit()
+        seconds = time.perf_counter() - started
+        after = conn.execute(
+            "SELECT hypertable_size('metrics_podsample') + hypertable_size('metrics_containersample')"
+        ).fetchone()[0]
+    compressed = f"{after / max(pods, 1):,.0f} bytes ({total / max(after, 1):.1f}x smaller; compress_chunk took {seconds:.1f} s)"
     return total / max(pods, 1), compressed
 
 
@@ -175,7 +191,7 @@ def cpu_by_kind(gunicorn_pids: set[int], database: str) -> dict[str, float]:
             # databases share this server and are left out.
             if f" {database} " in title:
                 totals["postgres (bench backends)"] += seconds
-            elif title.startswith("postgres: 15/main: ") and ("writer" in title or "checkpointer" in title):
+            elif title.startswith("postgres: ") and ("writer" in title or "checkpointer" in title):
                 totals["postgres (shared: wal, checkpoints)"] += seconds
         elif pid in gunicorn_pids:
             totals["gunicorn"] += seconds
@@ -525,6 +541,29 @@ def run_profile(n: int, pods: int) -> None:
     stats.sort_stats("tottime").print_stats(20)
 
 
+def run_disk(url: str, intervals: int, nodes: int, pods: int, interval: float) -> None:
+    """On-disk bytes per pod sample over a realistic history: `intervals` consecutive batches of
+    each node, every one with new usage values (the HTTP half re-sends one batch per node with
+    only its time changed, which compresses far better than real data would). Stored in-process
+    through parse_batch and writer.store, the same path as the API."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "monitor_site.settings")
+    import django
+
+    django.setup()
+    from metrics.ingest import writer
+    from metrics.ingest.schema import parse_batch
+
+    generators = [NodeBatches(f"disk-{i}", pods=pods, interval=interval, seed=i) for i in range(nodes)]
+    now = datetime.now(timezone.utc)
+    base = datetime.fromtimestamp(now.timestamp() // interval * interval, tz=timezone.utc) - timedelta(seconds=interval * (intervals + 10))
+    t0 = time.perf_counter()
+    for k in range(intervals):
+        for g in generators:
+            writer.store(parse_batch(json.dumps(g.batch(base + timedelta(seconds=interval * k))).encode(), now, timedelta(days=7)))
+    print(f"stored {intervals} intervals x {nodes} nodes x {pods} pods (new values every interval) in {time.perf_counter() - t0:.1f} s")
+    print_bytes(url)
+
+
 def run_phases(n: int, pods: int, gc_tuned: bool) -> None:
     """CPU per phase of parse_batch + writer.store, in this process and in its PostgreSQL backend."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "monitor_site.settings")
@@ -580,6 +619,7 @@ def run_phases(n: int, pods: int, gc_tuned: bool) -> None:
 
 
 def main() -> None:
+    global SERVER
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of timed HTTP load (and of raw COPY)")
     parser.add_argument("--nodes", type=int, default=200)
@@ -593,10 +633,12 @@ def main() -> None:
     parser.add_argument("--max-batches", type=int, default=6000, help="bodies prepared before the run")
     parser.add_argument("--gzip-level", type=int, default=6)
     parser.add_argument("--database", default="km_bench_ingest")
+    parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL base URL without a database (the bench database is created there)")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--profile", type=int, metavar="N", help="profile N batches in-process instead")
     parser.add_argument("--phases", type=int, metavar="N", help="CPU per phase (Python and PostgreSQL) over N batches in-process instead")
+    parser.add_argument("--disk", type=int, metavar="N", help="store N intervals of --nodes nodes with varying values in-process, then print on-disk bytes per pod sample (raw, and compressed on TSL) instead")
     parser.add_argument("--profile-server", action="store_true", help="run the gunicorn workers under cProfile and print where their CPU went")
     parser.add_argument("--gc-tuned", action="store_true", help="gc.freeze() and a higher generation-0 threshold in the workers (bench/gunicorn_conf.py)")
     parser.add_argument("--tiny", action="store_true", help="a few seconds' smoke run (4 nodes x 10 pods, 1 worker, 1 s phases): checks the bench still runs")
@@ -606,8 +648,14 @@ def main() -> None:
         args.nodes, args.pods, args.duration, args.max_batches = 4, 10, 1.0, 200
         args.workers, args.concurrency, args.copy_format_repeat = 1, 2, 5
 
+    SERVER = args.server.rstrip("/")
     url = database_url(args.database)
-    env = dict(os.environ, DATABASE_URL=url, DEBUG="0", SECRET_KEY="bench-only-not-secret", LOG_LEVEL="ERROR")
+    # Connections kept for the whole run: CPU is read from the live backends' /proc entries, and
+    # a backend closed mid-run (CONN_MAX_AGE) would take its CPU seconds with it.
+    env = dict(
+        os.environ, DATABASE_URL=url, DEBUG="0", SECRET_KEY="bench-only-not-secret", LOG_LEVEL="ERROR",
+        DATABASE_CONN_MAX_AGE="86400",
+    )
     print(f"load before: {Path('/proc/loadavg').read_text().strip()}  (cores: {os.cpu_count()})")
     token = fresh_database(args.database, env)
     print(f"database {args.database}: {tier(url)}")
@@ -619,6 +667,10 @@ def main() -> None:
     if args.phases:
         os.environ.update(env)
         run_phases(args.phases, args.pods, args.gc_tuned)
+        return
+    if args.disk:
+        os.environ.update(env)
+        run_disk(url, args.disk, args.nodes, args.pods, args.interval)
         return
 
     names = [f"bench-node-{i:04d}" for i in range(args.nodes)]
@@ -713,10 +765,15 @@ def main() -> None:
     for name, ms in breakdown(results):
         print(f"     {name:16s} {ms:6.2f}")
 
-    per_sample, compressed = bytes_per_pod_sample(url)
-    print(f"   on disk per pod sample (its row, its containers' rows, indexes): raw {per_sample:,.0f} bytes; compressed {compressed}")
+    server_cpu = sum(cpu1[k] - cpu0[k] for k in ("gunicorn", "postgres (bench backends)", "postgres (shared: wal, checkpoints)")) / len(ok)
+    print(
+        f"   per core of server CPU (gunicorn + postgres, {server_cpu * 1000:.2f} ms per batch): "
+        f"{args.pods / server_cpu:,.0f} pod samples/s, i.e. {args.pods / server_cpu / args.pods * args.interval:,.0f} nodes "
+        f"at {args.interval:.0f} s per core"
+    )
 
     if args.skip_raw:
+        print_bytes(url)
         return
     setup_django(env)
     rows = raw_rows(url, batch_dicts)
@@ -742,7 +799,14 @@ def main() -> None:
         "   COPY format, one batch into index-less copies of the tables: "
         + ", ".join(f"{fmt.lower()} {cpu:.2f} ms client CPU / {wall:.2f} ms wall" for fmt, (cpu, wall) in formats.items())
     )
+    print_bytes(url)
     print(f"load after: {Path('/proc/loadavg').read_text().strip()}")
+
+
+def print_bytes(url: str) -> None:
+    # At the very end: compressing (TSL) before the raw COPY half would slow its inserts.
+    per_sample, compressed = bytes_per_pod_sample(url)
+    print(f"   on disk per pod sample (its row, its containers' rows, indexes): raw {per_sample:,.0f} bytes; compressed {compressed}")
 
 
 if __name__ == "__main__":

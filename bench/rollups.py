@@ -160,6 +160,44 @@ def main() -> None:
         rollups.record_ingested_range(connection, late_start, late_end)
     late = rollups.refresh(now=end + 2 * MINUTE)
     print(f"late-data refresh (10 min, all pods): {late.seconds:7.3f} s   {late.summary()}")
+    print_rollup_bytes(tier)
+
+
+def print_rollup_bytes(tier: str) -> None:
+    """On-disk bytes per materialized rollup row (table or aggregate, its indexes), for docs/scaling.md."""
+    from django.db import connection
+
+    from metrics.rollup_schema import ENTITY
+
+    parts = []
+    with connection.cursor() as cursor:
+        for name, entity in ENTITY.items():
+            for resolution in ("1m", "1h"):
+                relation = entity.relation(resolution)
+                if tier == "tsl":
+                    cursor.execute(
+                        "SELECT format('%%I.%%I', h.schema_name, h.table_name) FROM _timescaledb_catalog.continuous_agg ca "
+                        "JOIN _timescaledb_catalog.hypertable h ON h.id = ca.mat_hypertable_id WHERE ca.user_view_name = %s",
+                        [relation],
+                    )
+                    stored = cursor.fetchone()[0]
+                    size = f"hypertable_size('{stored}')"
+                else:
+                    stored = f"{relation}_mat"
+                    # A hypertable's parent holds nothing; its chunks hold the rows (tier apache).
+                    cursor.execute("SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL")
+                    hyper = cursor.fetchone()[0]
+                    if hyper:
+                        cursor.execute(
+                            "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = %s",
+                            [stored],
+                        )
+                        hyper = cursor.fetchone()[0]
+                    size = f"hypertable_size('{stored}')" if hyper else f"pg_total_relation_size('{stored}')"
+                cursor.execute(f"SELECT {size}, (SELECT count(*) FROM {stored})")
+                total, rows = cursor.fetchone()
+                parts.append(f"{name} {resolution} {total / max(rows, 1):,.0f} ({rows} rows)")
+    print("on disk per rollup row, bytes: " + "; ".join(parts))
 
 
 if __name__ == "__main__":

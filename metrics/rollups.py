@@ -169,6 +169,10 @@ def refresh(
         finally:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [REFRESH_LOCK])
     result.seconds = time.monotonic() - started
+    if tier != "tsl" and not result.skipped:
+        # For /metrics (kubemonitor_rollup_refresh_duration_seconds); tsl has its job stats.
+        with connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {STATE_TABLE} SET refresh_seconds = %s WHERE id = 1", [result.seconds])
     return result
 
 

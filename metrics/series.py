@@ -21,10 +21,11 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from typing import Any, Iterable
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from metrics import catalogue
+from metrics.replica import read_connection
 
 EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
 
@@ -330,7 +331,8 @@ class _Buckets:
 
 
 def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ...]]:
-    with transaction.atomic(), connection.cursor() as cursor:
+    db = read_connection()  # the replica when the read API asks (metrics/replica.py)
+    with transaction.atomic(using=db.alias), db.cursor() as cursor:
         # The planner's cost for the rollup views counts every raw chunk of their real-time
         # branch, so even a 60-row read passes jit_above_cost; compiling it took 7 s of a 7.2 s
         # query on the benchmark data (EXPLAIN ANALYZE, bench/query.py). Reads here are short.
@@ -649,7 +651,7 @@ def _latest_raw(kind: str, ids: list[int], since: datetime) -> dict[int, dict[st
         f"WHERE {key} = k.id AND time >= %s ORDER BY time DESC LIMIT 1) s"
     )
     names = ("time", "interval_seconds", *(c.name for c in columns))
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, [list(ids), since])
         result = {}
         for row in cursor.fetchall():

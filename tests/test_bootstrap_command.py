@@ -34,18 +34,26 @@ def _no_admin_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_it_creates_an_admin_with_a_generated_password_printed_once(tmp_path: Path) -> None:
+def test_it_writes_a_generated_admin_password_to_a_private_file_and_never_prints_it(tmp_path: Path) -> None:
     creds = tmp_path / "admin"
     first = bootstrap("--credentials-file", str(creds))
-    password = first.split("with password ")[1].split()[0]
+    fields = dict(line.split("=", 1) for line in creds.read_text().splitlines())
+    password = fields["password"]
     user = get_user_model().objects.get(username="admin")
     assert user.is_superuser and user.check_password(password)
-    assert f"password={password}" in creds.read_text()
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    assert password not in first
+    assert str(creds) in first
 
     second = bootstrap()
     assert password not in second
     assert get_user_model().objects.filter(is_superuser=True).count() == 1
+
+
+def test_without_a_credentials_file_it_creates_no_admin_with_a_generated_password() -> None:
+    out = bootstrap()
+    assert "none created" in out and "--credentials-file" in out
+    assert not get_user_model().objects.filter(is_superuser=True).exists()
 
 
 def test_it_takes_the_admin_login_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

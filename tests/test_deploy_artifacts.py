@@ -320,6 +320,33 @@ def test_migrations_run_as_their_own_step(compose: dict[str, Any], docs: list[di
     assert compose["collector"]["environment"]["KUBEMONITOR_TOKEN_FILE"] == "/run/kubemonitor/collector-token"
 
 
+def test_a_generated_admin_password_goes_to_a_private_volume_never_to_the_logs(
+    compose: dict[str, Any], docs: list[dict[str, Any]], dockerfile: str
+) -> None:
+    migrate = " ".join(compose["migrate"]["command"])
+    assert "--credentials-file /run/kubemonitor-admin/admin-credentials" in migrate
+    mounts = {(v["source"], v["target"]) for v in compose["migrate"]["volumes"]}
+    assert ("admin-credentials", "/run/kubemonitor-admin") in mounts
+    # The image owns the folder, so a fresh named volume mounted there is writable by uid 10001.
+    assert "install -d -o 10001 -g 10001 -m 0700 /run/kubemonitor-admin" in dockerfile
+    # Kubernetes never generates one: the password comes from the Secret.
+    job = kind(docs, "Job", "kubemonitor-migrate")[0]
+    env = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "KUBEMONITOR_ADMIN_PASSWORD" in env
+
+
+def test_the_api_pods_offer_metrics_to_an_optional_prometheus(docs: list[dict[str, Any]], dockerfile: str) -> None:
+    from django.urls import resolve
+
+    api = kind(docs, "Deployment", "kubemonitor-api")[0]
+    annotations = api["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "8000"
+    assert resolve(annotations["prometheus.io/path"]).url_name == "prometheus-metrics"
+    # gunicorn reads ./gunicorn.conf.py (the multiprocess folder for /metrics) from WORKDIR /app.
+    assert re.search(r"^COPY manage.py gunicorn.conf.py ./$", dockerfile, re.MULTILINE)
+
+
 def test_the_rollup_loop_and_the_demo_use_commands_that_exist(compose: dict[str, Any], docs: list[dict[str, Any]]) -> None:
     from django.core.management import get_commands
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -242,6 +243,29 @@ def test_the_run_command_serves_ingest_and_reads_and_leaves_no_process_behind(ch
                 break
             assert time.monotonic() < deadline, f"the collector never reported {hostname}: {body}\n{output()}"
             time.sleep(1)
+
+        # The README's manage.py commands, as written, next to the run: the database and secret
+        # come from var/, nothing is exported by hand.
+        def manage(*argv: str) -> str:
+            done = subprocess.run(
+                [sys.executable, "manage.py", *argv], cwd=checkout, env=env,
+                capture_output=True, text=True, timeout=120,
+            )
+            assert done.returncode == 0, f"manage.py {argv} failed:\n{done.stdout}\n{done.stderr}"
+            return done.stdout
+        reader = manage("createcollectortoken", "readme-reader", "--scope", "read").strip()
+        status, body = _get(f"{base}/api/nodes/local-run-node/", reader)
+        assert status == 200, body
+        status, metrics = _get(f"{base}/metrics", reader)
+        assert status == 200 and "kubemonitor_nodes_known" in metrics, metrics
+        assert "deleted node 'local-run-node'" in manage("deletenode", "local-run-node")
+        assert _get(f"{base}/api/nodes/local-run-node/", reader)[0] == 404
+
+        # The generated admin password is in a private file, never in the run's output.
+        credentials = var / "admin-credentials"
+        assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+        password = dict(line.split("=", 1) for line in credentials.read_text().splitlines())["password"]
+        assert password not in log_path.read_text(errors="replace")
     finally:
         if run.poll() is None:
             run.send_signal(signal.SIGTERM)

@@ -71,7 +71,28 @@ class SeriesParamsSerializer(serializers.Serializer):
     step = serializers.IntegerField(required=False, min_value=1)
 
 
-class UsageMixin(serializers.Serializer):
+IDENTITY = ("name", "namespace", "url")
+# After the inventory fields, in this order: the newest usage, what only a detail has, the series.
+TAIL = ("usage", "collector_info", "containers", "series")
+
+
+class IdentityFirst(serializers.Serializer):
+    """Every read answer in one order: who it is (name, namespace, url), its inventory fields,
+    then `usage`, the detail's extras, and `series` last.
+
+    DRF orders declared fields by class, so mixins would otherwise put `usage` or `series` first
+    in some answers and last in others.
+    """
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        first = [k for k in IDENTITY if k in fields]
+        last = [k for k in TAIL if k in fields]
+        middle = [k for k in fields if k not in first and k not in last]
+        return {k: fields[k] for k in first + middle + last}
+
+
+class UsageMixin(IdentityFirst):
     """Adds `usage` from the view's context (one query per page, never per row)."""
 
     usage = serializers.SerializerMethodField()
@@ -85,7 +106,7 @@ class UsageMixin(serializers.Serializer):
         return UsageSerializer(usage).data if usage else None
 
 
-class SeriesMixin(serializers.Serializer):
+class SeriesMixin(IdentityFirst):
     series = serializers.SerializerMethodField()
 
     @extend_schema_field(SeriesSerializer(allow_null=True))

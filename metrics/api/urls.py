@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import APIRootView, DefaultRouter
 
 from metrics.alerts import api as alerts_api
 from metrics.api import gpu_views, schema, views  # noqa: F401  (schema registers the token scheme)
 from metrics.api.views import NAME_REGEX
 
+class ApiRoot(APIRootView):
+    """kubemonitor: Kubernetes CPU, memory, disk, network and GPU use per node, pod, container,
+    namespace and Deployment, with history, from its own collectors (no metrics-server, no
+    Prometheus).
+
+    Each link below lists one kind; a detail with `?window=SECONDS` (or `start`/`end`, `step`)
+    adds a series. Reading needs a session or a read token (`Authorization: Bearer km_...`).
+    Reference: /api/docs/ (Swagger UI), /api/schema/ (OpenAPI); collectors POST to /api/ingest/;
+    kubemonitor's own figures for Prometheus are at /metrics.
+    """
+
+    def get_view_name(self) -> str:
+        return "kubemonitor API"
+
+
 # Names contain dots, so no `.json` format suffixes; `?format=json` still works.
 router = DefaultRouter()
+router.APIRootView = ApiRoot
 router.include_format_suffixes = False
 router.register("cluster", views.ClusterViewSet, basename="cluster")
 router.register("series", views.SeriesViewSet, basename="series")

@@ -6,6 +6,7 @@ The time-series and latest-usage queries live in metrics.series.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone as dt_timezone
 from typing import Any
 
@@ -22,11 +23,12 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from metrics import series, serving
+from metrics import series, serving, telemetry
 from metrics.api import serializers as s
 from metrics.api.filters import PodFilterSet, model_server_param
 from metrics.api.pagination import NameCursorPagination
 from metrics.auth import ApiTokenAuthentication, CanRead
+from metrics.replica import reading_from_replica
 from metrics.models import Container, Node, Pod
 
 # Names may hold dots (node names usually do); only the slash separates path segments.
@@ -68,6 +70,17 @@ class ReadViewSet(viewsets.GenericViewSet):
     lookup_value_regex = NAME_REGEX
     cursor_ordering: tuple[str, ...] = ("name",)
     detail_serializer_class: type | None = None
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            # Inventory and sample reads go to READ_DATABASE_URL's replica when there is one.
+            with reading_from_replica():
+                return super().dispatch(request, *args, **kwargs)
+        finally:
+            # basename and action name the endpoint (node-list, pod-detail, ...), never the path,
+            # so the histogram's series stay few whatever names are asked for.
+            telemetry.observe_read(f"{self.basename}-{self.action or 'other'}", time.perf_counter() - started)
 
     # Hooks per resource.
     def usage_for(self, items: list[Any]) -> dict[Any, dict[str, Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -25,7 +26,9 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from metrics import telemetry
 from metrics.auth import HasIngestScope
+from metrics.outage import OUTAGE_ERRORS
 from metrics.ingest import writer
 from metrics.ingest.auth import CachedTokenAuthentication
 from metrics.ingest.schema import BatchInvalid, IngestBatch, parse_batch
@@ -100,6 +103,26 @@ def _read_at_most(stream: Any, size: int) -> bytes:
     return b"".join(chunks)
 
 
+@dataclass
+class Outcome:
+    """What a valid batch came to, for kubemonitor's own /metrics (metrics.telemetry)."""
+
+    pods: int
+    containers: int
+    duplicate: bool = False
+    conflict: bool = False
+    failed_sources: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, batch: IngestBatch) -> "Outcome":
+        sources = batch.collector.sources if batch.collector is not None else None
+        return cls(
+            pods=len(batch.pods),
+            containers=sum(len(pod.containers) for pod in batch.pods),
+            failed_sources=[name for name, status in (sources or {}).items() if not status.ok],
+        )
+
+
 _Stored = inline_serializer(
     "IngestStored",
     {
@@ -124,6 +147,20 @@ class IngestView(APIView):
     renderer_classes = [JSONRenderer]
     parser_classes: list[Any] = []  # the body is read by read_body, never by DRF
     throttle_classes: list[Any] = []
+    outcome: Outcome | None = None
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        # Around DRF's dispatch so that refused tokens (401/403, answered before post()) count too.
+        started = time.perf_counter()
+        try:
+            response = super().dispatch(request, *args, **kwargs)
+        except Exception as exc:
+            # metrics.outage answers a database outage with a 503; anything else is a 500.
+            status = 503 if isinstance(exc, OUTAGE_ERRORS) else 500
+            telemetry.observe_ingest(status, time.perf_counter() - started, None)
+            raise
+        telemetry.observe_ingest(response.status_code, time.perf_counter() - started, self.outcome)
+        return response
 
     @extend_schema(
         operation_id="ingest_batch",
@@ -183,10 +220,13 @@ class IngestView(APIView):
         except BatchInvalid as exc:
             return JsonResponse({"errors": exc.errors}, status=400)
         t2 = time.perf_counter()
+        self.outcome = Outcome.of(batch)
         try:
             stored = writer.store(batch, received=received, clock=time.perf_counter)
         except writer.SampleConflict as exc:
+            self.outcome.conflict = True
             return JsonResponse({"errors": exc.errors}, status=400)
+        self.outcome.duplicate = stored.duplicate
         t3 = time.perf_counter()
 
         if stored.duplicate:

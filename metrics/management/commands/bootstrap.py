@@ -4,8 +4,8 @@
 
 * Admin: when no active superuser exists, creates one named $KUBEMONITOR_ADMIN_USER (default
   "admin") with $KUBEMONITOR_ADMIN_PASSWORD (or the file named by $KUBEMONITOR_ADMIN_PASSWORD_FILE);
-  without a password a random one is generated and printed once (and written to
-  --credentials-file, mode 0600, when given).
+  without a password a random one is generated and written to --credentials-file (mode 0600),
+  never to standard output or a log; without that file no admin is created (the command says so).
 * Collector token (ingest scope):
   - $KUBEMONITOR_COLLECTOR_TOKEN (or _FILE) set: that exact token is registered if it is not yet
     (Kubernetes: the same Secret feeds this command and the DaemonSet, so nothing is copied by hand).
@@ -84,7 +84,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--credentials-file",
             type=Path,
-            help="Write a generated admin password here (mode 0600) as well as printing it.",
+            help="Write a generated admin password here (mode 0600); it is never printed.",
         )
         parser.add_argument("--token-name", default="collector", help="Name of a new collector token.")
         parser.add_argument("--no-admin", action="store_true", help="Do not create an admin login.")
@@ -108,6 +108,14 @@ class Command(BaseCommand):
         password = _env_secret("KUBEMONITOR_ADMIN_PASSWORD")
         generated = password is None
         if generated:
+            if credentials_file is None:
+                # Standard output ends up in logs (docker compose logs, kubectl logs): a password
+                # printed there outlives its need, so a generated one goes to a private file only.
+                self.stdout.write(
+                    "admin: none created; set KUBEMONITOR_ADMIN_PASSWORD (or _FILE) or pass "
+                    "--credentials-file to have a generated password written there"
+                )
+                return
             password = secrets.token_urlsafe(15)
         if User.objects.filter(username=username).exists():
             raise CommandError(
@@ -116,10 +124,9 @@ class Command(BaseCommand):
             )
         User.objects.create_superuser(username=username, email="", password=password)
         if generated:
-            self.stdout.write(f"admin: created user {username!r} with password {password}")
-            if credentials_file:
-                _write_private(credentials_file, f"username={username}\npassword={password}")
-                self.stdout.write(f"admin: credentials written to {credentials_file}")
+            assert credentials_file is not None
+            _write_private(credentials_file, f"username={username}\npassword={password}")
+            self.stdout.write(f"admin: created user {username!r}; its password is in {credentials_file} (mode 0600)")
         else:
             self.stdout.write(f"admin: created user {username!r} with the configured password")
 
