@@ -2,7 +2,7 @@
 
     python bench/validate.py [--pods 110] [--reps 30] [--tiny]
 
-For a collector-like batch (bench data from metrics/tests/factories_ingest.py), prints the best
+For a collector-like batch (bench data from metrics/tests/factories.py), prints the best
 time in ms over repeated runs of: pydantic's validation from the bytes, the duplicate-key check
 (metrics/ingest/duplicates.py), the physical bounds (metrics/ingest/rules.py), and the whole of
 parse_batch, plus what the two checks add as a share of parse_batch. Best-of timing, because the
@@ -54,7 +54,7 @@ def main() -> None:
     from datetime import timedelta
 
     from metrics.ingest import duplicates, rules, schema
-    from metrics.tests.factories_ingest import NodeBatches, tick
+    from metrics.tests.factories import NodeBatches, tick
 
     body = json.dumps(NodeBatches("worker-1", pods=args.pods, seed=1).batch(tick(30))).encode()
     batch = schema.IngestBatch.model_validate_json(body)

@@ -54,15 +54,18 @@ LEFT JOIN LATERAL (
 # exported by severity; until then nothing is. If that branch names its table or columns
 # otherwise, change these two lines (the test in metrics/tests/test_scrape.py covers them only
 # where the table exists).
-ALERTS_TABLE = "metrics_alert"
-ALERTS_ACTIVE_SQL = f"SELECT severity, count(*) FROM {ALERTS_TABLE} WHERE resolved_at IS NULL GROUP BY severity"
+# Alerts firing now (metrics/alerts/models.py AlertInstance), every severity named so that a
+# severity with none firing reads 0 rather than disappearing. Not a hypertable: counting is cheap.
+SEVERITIES = ("info", "warning", "critical")
+ALERTS_ACTIVE_SQL = (
+    "SELECT s.severity, count(a.id) FROM unnest(%s::text[]) AS s(severity) "
+    "LEFT JOIN metrics_alertinstance a ON a.severity = s.severity AND a.state = 'firing' "
+    "GROUP BY s.severity ORDER BY s.severity"
+)
 
 
-def alerts_active(cursor: Any) -> list[tuple[str, int]] | None:
-    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [ALERTS_TABLE])
-    if not cursor.fetchone()[0]:
-        return None
-    cursor.execute(ALERTS_ACTIVE_SQL)
+def alerts_active(cursor: Any) -> list[tuple[str, int]]:
+    cursor.execute(ALERTS_ACTIVE_SQL, [list(SEVERITIES)])
     return [(str(severity), int(count)) for severity, count in cursor.fetchall()]
 
 
@@ -86,11 +89,10 @@ class DatabaseCollector:
             yield from self._pods(cursor, now)
             yield from self._rollups(cursor, now)
             active = alerts_active(cursor)
-        if active is not None:
-            alerts = _gauge("kubemonitor_alerts_active", "Alerts firing now, by severity.", ["severity"])
-            for severity, count in active:
-                alerts.add_metric([severity], count)
-            yield alerts
+        alerts = _gauge("kubemonitor_alerts_active", "Alerts firing now, by severity.", ["severity"])
+        for severity, count in active:
+            alerts.add_metric([severity], count)
+        yield alerts
 
     def _nodes(self, cursor: Any, now: datetime) -> Iterator[Metric]:
         cursor.execute(NODES_SQL)

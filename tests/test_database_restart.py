@@ -29,7 +29,7 @@ import psycopg
 import pytest
 import requests
 
-from metrics.tests.factories_ingest import batch
+from metrics.tests.factories import batch
 from metrics.tests.gunicorn_server import Gunicorn
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from django.test import Client
 
 from metrics import rollups
 from metrics.models import Container, Node, Pod
-from metrics.tests import factories_ingest as f
+from metrics.tests import factories as f
 from metrics.tests.factories import reset_rollups
 from metrics.tests.ingest_helpers import post
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from metrics.models import Node, PodSample
-from metrics.tests.factories_ingest import NodeBatches, tick
+from metrics.tests.factories import NodeBatches, tick
 from metrics.tests.ingest_helpers import post
 
 pytestmark = pytest.mark.django_db

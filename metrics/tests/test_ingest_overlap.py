@@ -11,7 +11,7 @@ from django.db import connection
 from django.test import Client
 
 from metrics.models import ContainerSample, NodeSample, PodSample
-from metrics.tests.factories_ingest import NodeBatches, rfc3339, tick
+from metrics.tests.factories import NodeBatches, rfc3339, tick
 from metrics.tests.ingest_helpers import post
 
 

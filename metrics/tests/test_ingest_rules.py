@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from metrics.models import ApiToken, Node, NodeSample, Pod, PodSample
-from metrics.tests.factories_ingest import NodeBatches, rfc3339, tick
+from metrics.tests.factories import NodeBatches, rfc3339, tick
 from metrics.tests.ingest_helpers import post
 from metrics.tests.read_helpers import make_node, make_pod, node_rows, pod_rows
 from metrics.tests.test_ingest_validation import set_

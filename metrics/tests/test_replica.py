@@ -18,7 +18,7 @@ from django.test.utils import override_settings
 from metrics import rollups
 from metrics.models import ApiToken, Node
 from metrics.replica import REPLICA_ALIAS, read_alias, reading_from_replica
-from metrics.tests import factories_ingest as f
+from metrics.tests import factories as f
 from metrics.tests.factories import reset_rollups
 from metrics.tests.ingest_helpers import post
 from metrics.tests.replica_server import StreamingReplica, Unavailable

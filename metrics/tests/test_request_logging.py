@@ -8,7 +8,7 @@ from django.http import HttpResponse
 from django.test import Client
 from django.utils.log import log_response
 
-from metrics.tests import factories_ingest as f
+from metrics.tests import factories as f
 from metrics.tests.ingest_helpers import post
 
 

@@ -8,14 +8,14 @@ from datetime import timedelta
 
 import pytest
 import requests
-from django.db import connection
 from django.test import Client
 from django.test.utils import override_settings
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from metrics import rollups, scrape
 from metrics.models import ApiToken
-from metrics.tests import factories_ingest as f
+from metrics.tests import factories as f
 from metrics.tests.factories import reset_rollups
 from metrics.tests.gunicorn_server import Gunicorn, database_url_of_test_db
 from metrics.tests.ingest_helpers import post
@@ -151,19 +151,24 @@ def test_it_reports_the_rollup_lag_and_the_refresh_duration(ingest_token, read_t
         assert value(text, "kubemonitor_rollup_refresh_timestamp_seconds") is not None
 
 
-@pytest.mark.django_db(transaction=True)
-def test_it_exports_active_alerts_by_severity_when_an_alerts_table_exists(read_token):
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [scrape.ALERTS_TABLE])
-        exists = cursor.fetchone()[0]
+def test_it_exports_the_firing_alerts_by_severity_with_zero_for_the_quiet_ones(db, read_token):
+    from metrics.alerts.models import AlertInstance, AlertRule
+
+    now = timezone.now()
+    rule = AlertRule.objects.create(name="ScrapeTest", metric="cpu_percent_of_limit", threshold=80)
+    for i, (state, severity) in enumerate(
+        [("firing", "critical"), ("firing", "critical"), ("firing", "warning"), ("pending", "info"),
+         ("resolved", "info")]
+    ):
+        AlertInstance.objects.create(
+            rule=rule, fingerprint=f"{i:016x}", state=state, severity=severity, started_at=now,
+            last_true_at=now, ended_at=now if state == "resolved" else None,
+        )
     text = scrape_text(Client(), read_token)
-    if not exists:
-        assert "kubemonitor_alerts_active" not in text
-        return
-    with connection.cursor() as cursor:
-        expected = dict(scrape.alerts_active(cursor) or [])
-    for severity, count in expected.items():
-        assert value(text, "kubemonitor_alerts_active", severity=severity) == count
+    assert value(text, "kubemonitor_alerts_active", severity="critical") == 2
+    assert value(text, "kubemonitor_alerts_active", severity="warning") == 1
+    # Pending and resolved alerts are not firing.
+    assert value(text, "kubemonitor_alerts_active", severity="info") == 0
 
 
 @pytest.mark.django_db(transaction=True)
