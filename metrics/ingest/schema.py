@@ -156,6 +156,9 @@ class IngestCollectorInfo(_Strict):
 
 class IngestBatch(_Strict):
     node: Name
+    # The collector's CLUSTER_NAME; absent: the token's cluster, else the node's, else the
+    # server's CLUSTER_NAME (metrics/clusters.py).
+    cluster: Name | None = None
     # End of the interval; stored rows carry its start (time - interval_seconds).
     time: Annotated[datetime, Field(strict=False)]
     interval_seconds: Interval

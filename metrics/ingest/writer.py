@@ -33,6 +33,7 @@ import psycopg
 from django.conf import settings
 from django.db import connection, models, transaction
 
+from metrics import clusters
 from metrics.ingest.schema import IngestBatch as Batch
 from metrics.models import ContainerSample, NetworkMixin, NodeSample, Pod, PodSample, SampleBase
 
@@ -115,8 +116,9 @@ NODE_SQL = f"""
 WITH node AS (
     INSERT INTO metrics_node
         (name, first_seen, last_seen, cpu_capacity_cores, memory_total_bytes, fs_capacity_bytes,
-         collector_info)
-    VALUES (%b::text, %b::timestamptz, %b::timestamptz, %b::float8, %b::int8, %b::int8, %b::jsonb)
+         collector_info, cluster_id)
+    VALUES (%b::text, %b::timestamptz, %b::timestamptz, %b::float8, %b::int8, %b::int8, %b::jsonb,
+            %b::int8)
     ON CONFLICT (name) DO UPDATE SET
         first_seen = LEAST(metrics_node.first_seen, EXCLUDED.first_seen),
         {_newer("metrics_node", "cpu_capacity_cores", keep_old_when_null=True)},
@@ -124,14 +126,14 @@ WITH node AS (
         {_newer("metrics_node", "fs_capacity_bytes", keep_old_when_null=True)},
         {_newer("metrics_node", "collector_info")},
         last_seen = GREATEST(metrics_node.last_seen, EXCLUDED.last_seen)
-    RETURNING id, first_seen
+    RETURNING id, first_seen, cluster_id
 ), sample AS (
     INSERT INTO metrics_nodesample ({", ".join(_NODE_SAMPLE_COLUMNS)})
     SELECT node.id, {", ".join(f"%b::{t}" for t in _pg_types(NodeSample, _NODE_SAMPLE_COLUMNS)[1:])} FROM node
     ON CONFLICT (node_id, time) DO NOTHING
     RETURNING 1
 )
-SELECT node.id, node.first_seen, EXISTS (SELECT FROM sample) FROM node
+SELECT node.id, node.first_seen, EXISTS (SELECT FROM sample), node.cluster_id FROM node
 """
 
 # The pod inventory's columns, from the model: a column added to Pod reaches the upsert (and
@@ -282,12 +284,20 @@ def _conflict_errors(exc: psycopg.Error, batch: Batch, pod_ids: list[int], conta
 # --- writing --------------------------------------------------------------------------------------
 
 
-def store(batch: Batch, received: datetime | None = None, clock: Callable[[], float] | None = None) -> Stored:
+def store(
+    batch: Batch,
+    received: datetime | None = None,
+    clock: Callable[[], float] | None = None,
+    cluster: clusters.IngestCluster | None = None,
+) -> Stored:
     """Write `batch` atomically. Returns Stored(duplicate=True) and writes nothing for a retry.
 
     Raises SampleConflict (nothing written) when a pod's or container's interval overlaps a stored
-    one. `clock` (e.g. time.perf_counter) fills Stored.timings for the benchmark's breakdown.
+    one, and clusters.ClusterRefused (nothing written) when the node belongs to another cluster
+    than the one `cluster` (default: from the batch alone, metrics.clusters.for_batch) insists on.
+    `clock` (e.g. time.perf_counter) fills Stored.timings for the benchmark's breakdown.
     """
+    cluster = cluster or clusters.for_batch(batch.cluster, None)
     timings: dict[str, float] = {}
     tick = clock or (lambda: 0.0)
     end = batch.time.astimezone(timezone.utc)
@@ -327,13 +337,17 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
                     usage.memory_total_bytes,
                     usage.fs_capacity_bytes,
                     json.dumps(info),
+                    cluster.id,
                     start,
                     interval,
                     *[_node_value(usage, c) for c in _NODE_SAMPLE_COLUMNS[3:]],
                 ],
             ).fetchone()
             assert node_row is not None
-            node_id, node_first_seen, inserted = node_row
+            node_id, node_first_seen, inserted, node_cluster = node_row
+            # Checked before the duplicate test: a retry into the wrong cluster is refused too.
+            if cluster.strict and node_cluster != cluster.id:
+                raise clusters.refuse_node(batch.node, node_cluster, cluster)
             if not inserted:
                 raise _Duplicate
             t1 = tick()
