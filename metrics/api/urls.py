@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework.routers import DefaultRouter
 
-from metrics.api import clusters, schema, views  # noqa: F401  (schema registers the token scheme)
+from metrics.api import clusters, schema, summary, views  # noqa: F401  (schema registers the token scheme)
 from metrics.api.views import NAME_REGEX
 
 # Names contain dots, so no `.json` format suffixes; `?format=json` still works.
@@ -12,6 +12,8 @@ router = DefaultRouter()
 router.include_format_suffixes = False
 router.register("cluster", clusters.ClusterViewSet, basename="cluster")
 router.register("clusters", clusters.ClustersViewSet, basename="clusters")
+router.register("summary", summary.SummaryViewSet, basename="summary")
+router.register("statistics", summary.StatisticsViewSet, basename="statistics")
 router.register("series", views.SeriesViewSet, basename="series")
 router.register("nodes", views.NodeViewSet, basename="node")
 router.register(rf"nodes/(?P<node>{NAME_REGEX})/pods", views.NodePodViewSet, basename="node-pod")
