@@ -117,6 +117,8 @@ class ClusterViewSet(ReadViewSet):
     ),
 )
 class ClustersViewSet(ReadViewSet):
+    """Every cluster, each the sum of its own nodes; see `/api/cluster/` for a single cluster."""
+
     queryset = Cluster.objects.all()
     serializer_class = s.ClusterSerializer
     lookup_field = "name"

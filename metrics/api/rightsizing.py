@@ -127,6 +127,9 @@ def window_param(request: Request) -> int:
 
 
 class _SizingViewSet(ReadViewSet):
+    """p50 / p95 / max of the 1-minute averages against requests (or limits) and the
+    recommendation, with its rule in the answer; a bad `window` is a 400 naming it."""
+
     pagination_class = None  # type: ignore[assignment]
     serializer_class = SizingReportSerializer
     queryset = Pod.objects.none()
@@ -192,6 +195,8 @@ class PodSizingViewSet(_SizingViewSet):
     ),
 )
 class WasteListViewSet(ReadViewSet):
+    """Every Deployment's right-sizing, sorted by what its recommendation frees."""
+
     pagination_class = None  # type: ignore[assignment]
     serializer_class = WasteListSerializer
     queryset = Pod.objects.none()

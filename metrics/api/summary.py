@@ -103,6 +103,10 @@ class SummarySerializer(serializers.Serializer):
     list=extend_schema(summary="Each cluster at a glance: nodes, pods, use against capacity, limits and requests", responses=SummarySerializer),
 )
 class SummaryViewSet(ReadViewSet):
+    """Per cluster: nodes reporting (3 missed intervals of its own collector make a node not
+    reporting), pods, the newest complete minute against capacity, limits and requests, GPUs and
+    firing alerts where present. From the inventory and the rollups only."""
+
     pagination_class = None  # type: ignore[assignment]
     serializer_class = SummarySerializer
     queryset = Node.objects.none()
@@ -211,6 +215,9 @@ class StatisticsSerializer(serializers.Serializer):
     ),
 )
 class StatisticsViewSet(ReadViewSet):
+    """The last `hours` hours from the 1-hour rollups (peaks from the 1-minute rollups); a bad
+    `hours` or unknown `cluster` is a 400 naming it."""
+
     pagination_class = None  # type: ignore[assignment]
     serializer_class = StatisticsSerializer
     queryset = Node.objects.none()
