@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import psycopg
 from django.conf import settings
 
 from metrics.models import ApiToken, Cluster
@@ -60,6 +61,8 @@ class IngestCluster:
     strict: bool
     # True when the token chose it: a mismatch is the token's, so 403.
     bound: bool
+    # The name the batch gave, to look the id up again (resolve_again).
+    named: str | None = None
 
 
 def for_batch(named: str | None, token: ApiToken | None) -> IngestCluster:
@@ -72,10 +75,29 @@ def for_batch(named: str | None, token: ApiToken | None) -> IngestCluster:
     if named is not None:
         found = cluster_id(named)
         assert found is not None
-        return IngestCluster(found, strict=True, bound=False)
+        return IngestCluster(found, strict=True, bound=False, named=named)
     default = cluster_id(settings.CLUSTER_NAME)
     assert default is not None
     return IngestCluster(default, strict=False, bound=False)
+
+
+def resolve_again(cluster: IngestCluster) -> IngestCluster:
+    """The same choice with fresh ids, after a cached id turned out deleted. A bound token's
+    cluster cannot have been deleted (PROTECT), so only a named or the default one is looked up."""
+    clear_cache()
+    if cluster.bound:
+        return cluster
+    found = cluster_id(cluster.named or settings.CLUSTER_NAME)
+    assert found is not None
+    return IngestCluster(found, cluster.strict, False, cluster.named)
+
+
+def is_missing_cluster(exc: BaseException) -> bool:
+    """Whether an IntegrityError is a node row pointing at a cluster that no longer exists."""
+    cause = exc.__cause__
+    return isinstance(cause, psycopg.errors.ForeignKeyViolation) and "cluster" in (
+        getattr(cause.diag, "constraint_name", None) or ""
+    )
 
 
 def refuse_node(node: str, node_cluster: int, wanted: IngestCluster) -> ClusterRefused:

@@ -25,8 +25,6 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from django.db import IntegrityError
-
 from metrics import clusters
 from metrics.auth import HasIngestScope
 from metrics.ingest import writer
@@ -211,11 +209,4 @@ class IngestView(APIView):
     def _store(self, request: Request, batch: IngestBatch, received: datetime) -> writer.Stored:
         token = request.auth if isinstance(request.auth, ApiToken) else None
         cluster = clusters.for_batch(batch.cluster, token)
-        try:
-            return writer.store(batch, received=received, clock=time.perf_counter, cluster=cluster)
-        except IntegrityError:
-            # A cached cluster id deleted meanwhile in the admin (metrics.clusters): once more
-            # with fresh ids; any other integrity error recurs and propagates.
-            clusters.clear_cache()
-            cluster = clusters.for_batch(batch.cluster, token)
-            return writer.store(batch, received=received, clock=time.perf_counter, cluster=cluster)
+        return writer.store(batch, received=received, clock=time.perf_counter, cluster=cluster)

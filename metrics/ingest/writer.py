@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import psycopg
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 
 from metrics import clusters
 from metrics.ingest.schema import IngestBatch as Batch
@@ -298,6 +298,19 @@ def store(
     `clock` (e.g. time.perf_counter) fills Stored.timings for the benchmark's breakdown.
     """
     cluster = cluster or clusters.for_batch(batch.cluster, None)
+    try:
+        return _store(batch, received, clock, cluster)
+    except IntegrityError as exc:
+        # A cached cluster id whose row was deleted meanwhile (metrics.clusters): the foreign key
+        # is checked at COMMIT, so nothing was stored; once more with fresh ids.
+        if not clusters.is_missing_cluster(exc):
+            raise
+        return _store(batch, received, clock, clusters.resolve_again(cluster))
+
+
+def _store(
+    batch: Batch, received: datetime | None, clock: Callable[[], float] | None, cluster: clusters.IngestCluster
+) -> Stored:
     timings: dict[str, float] = {}
     tick = clock or (lambda: 0.0)
     end = batch.time.astimezone(timezone.utc)

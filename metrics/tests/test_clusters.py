@@ -185,3 +185,15 @@ def test_the_time_helper_is_used_for_aligned_batches():
     # Guards the fixture: batches 10 s apart never overlap (they are the idempotency key).
     assert (tick(0) - tick(10)) == timedelta(seconds=10)
     assert rfc3339(tick(0)).endswith("Z")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cluster_deleted_while_remembered_is_made_again_by_the_next_batch():
+    token = create_token("collector-any", ApiToken.Scope.INGEST)[1]
+    assert post(Client(), token, _batch("worker-1", "temp", seconds_ago=10)).status_code == 201
+    # In the admin: the node deleted, then its now empty cluster; ingest still remembers its id.
+    Node.objects.all().delete()
+    Cluster.objects.filter(name="temp").delete()
+    response = post(Client(), token, _batch("worker-1", "temp"))
+    assert response.status_code == 201, response.content
+    assert Node.objects.get(name="worker-1").cluster.name == "temp"
