@@ -154,10 +154,11 @@ def pod_counts(pods_qs: Any) -> dict[str, Any]:
             for row in pods_qs.order_by().values("phase").annotate(n=Count("id"))
         }
     if optional.pod_has("ready"):
+        # Aliases other than the field's name: an aggregate may not shadow a field it filters on.
         ready = pods_qs.aggregate(
-            ready=Count("id", filter=Q(ready=True)), not_ready=Count("id", filter=Q(ready=False))
+            n_ready=Count("id", filter=Q(ready=True)), n_not_ready=Count("id", filter=Q(ready=False))
         )
-        counts["ready"], counts["not_ready"] = ready["ready"], ready["not_ready"]
+        counts["ready"], counts["not_ready"] = ready["n_ready"], ready["n_not_ready"]
     return counts
 
 

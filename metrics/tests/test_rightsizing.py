@@ -164,3 +164,17 @@ def test_it_rejects_bad_parameters_naming_them(reader, params, field):
 def test_an_unknown_deployment_or_pod_is_a_404(reader):
     assert reader.get("/api/namespaces/shop/deployments/nope/rightsizing/").status_code == 404
     assert reader.get("/api/namespaces/shop/pods/nope/rightsizing/").status_code == 404
+
+
+@pytest.mark.skipif(not optional.has_requests(), reason="the inventory records no requests yet")
+def test_with_requests_the_request_is_the_basis(web, reader):
+    from metrics.models import Pod
+
+    Pod.objects.filter(deployment="web").update(
+        **{optional.CPU_REQUEST: 0.5, optional.MEMORY_REQUEST: 256 * MiB}
+    )
+    body = reader.get("/api/namespaces/shop/deployments/web/rightsizing/").json()
+    assert body["cpu"]["basis"] == body["memory"]["basis"] == "request"
+    assert body["cpu"]["p95_percent_of_request"] == pytest.approx(percentile(web["cpu"], 0.95) * 100 / 0.5)
+    cpu_request = percentile(web["cpu"], 0.95) * 1000 * 1.15
+    assert body["recommendation"]["cpu_change_millicores"] == pytest.approx((cpu_request - 500) * 2)

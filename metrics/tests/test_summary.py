@@ -223,3 +223,68 @@ def test_statistics_over_http_default_to_24_hours(reader, three_hours):
     assert body["hours"] == 24 and len(body["cluster_hourly"]) == 24
     assert body["top"]["pods_by_cpu"][0]["name"] == "web-1"
     assert ("model_servers" in body) == optional.pod_has("model_server")
+
+
+# --- what other parts add to the inventory (run once they are installed) --------------------------
+
+
+def _two_pods_now(now: datetime):
+    end = _tick(now)
+    start = end - timedelta(minutes=10)
+    node = _node("a", start, end, cpu_capacity_cores=8, memory_total_bytes=32 * GiB)
+    make_node_samples(node, start, end, 10, cpu_cores=2.0)
+    pods = []
+    for name, cores in (("web-1", 0.5), ("web-2", 0.25)):
+        pod = make_pod(node, name, namespace="shop", deployment="web", seen=end)
+        make_pod_samples(pod, start, end, 10, cpu_cores=cores, memory_bytes=100 * MiB)
+        pods.append(pod)
+    return pods
+
+
+@pytest.mark.skipif(not optional.has_requests(), reason="the inventory records no requests yet")
+def test_the_summary_sets_pods_against_their_requests(db):
+    from metrics.models import Pod
+
+    now = timezone.now()
+    with_request, without = _two_pods_now(now)
+    Pod.objects.filter(pk=with_request.pk).update(
+        **{optional.CPU_REQUEST: 1.0, optional.MEMORY_REQUEST: 400 * MiB}
+    )
+    usage = summary.summary(now)["clusters"][0]["usage"]
+    assert usage["cpu"]["requests_millicores"] == pytest.approx(1000)
+    assert usage["cpu"]["requests_percent_of_capacity"] == pytest.approx(12.5)
+    # Only the pod with a request counts against it: 500 m of 1000 m.
+    assert usage["cpu"]["pods_percent_of_requests"] == pytest.approx(50.0)
+    assert usage["memory"]["pods_percent_of_requests"] == pytest.approx(25.0)
+
+
+@pytest.mark.skipif(not (optional.pod_has("phase") and optional.pod_has("ready")), reason="no pod phase yet")
+def test_the_summary_counts_pods_by_phase_and_readiness(db):
+    from metrics.models import Pod
+
+    now = timezone.now()
+    running, pending = _two_pods_now(now)
+    Pod.objects.filter(pk=running.pk).update(**{"phase": "Running", "ready": True})
+    Pod.objects.filter(pk=pending.pk).update(**{"phase": "Pending", "ready": False})
+    pods = summary.summary(now)["clusters"][0]["pods"]
+    assert pods["phases"] == {"Running": 1, "Pending": 1}
+    assert pods["ready"] == 1 and pods["not_ready"] == 1
+
+
+@pytest.mark.skipif(optional.alert_model() is None, reason="alerting is not installed")
+def test_the_summary_counts_firing_alerts_by_severity(db):
+    model = optional.alert_model()
+    assert model is not None
+    rule_field = model._meta.get_field("rule")
+    rule = rule_field.related_model._default_manager.first()  # type: ignore[union-attr]
+    if rule is None:
+        pytest.skip("no alert rule installed to hang instances on")
+    now = timezone.now()
+    for i, (state, severity) in enumerate((("firing", "critical"), ("firing", "warning"),
+                                           ("firing", "warning"), ("resolved", "critical"))):
+        model._default_manager.create(
+            rule=rule, fingerprint=f"{i:016x}", labels={}, annotations={}, state=state,
+            severity=severity, started_at=now, last_true_at=now,
+        )
+    alerts = summary.summary(now)["alerts"]
+    assert alerts == {"critical": 1, "warning": 2, "info": 0, "total": 3}
