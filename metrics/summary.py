@@ -54,7 +54,10 @@ def cluster_summary(cluster: Cluster | None, several: bool, now: datetime) -> di
         nodes_qs = nodes_qs.filter(cluster=cluster)
         pods_qs = pods_qs.filter(node__cluster=cluster)
         entity = series.Entity("cluster", (cluster.pk,))
-    nodes: list[dict[str, Any]] = [dict(n) for n in nodes_qs.values("id", "name", "last_seen")]
+    fields = ["id", "name", "last_seen"]
+    if optional.has_field(Node, "interval_seconds"):
+        fields.append("interval_seconds")
+    nodes: list[dict[str, Any]] = [dict(n) for n in nodes_qs.values(*fields)]
     status = node_status(nodes, now)
     not_reporting = sorted(n["name"] for n in nodes if not status[n["id"]]["reporting"])
     block: dict[str, Any] = {
@@ -105,7 +108,10 @@ def node_status(nodes: list[dict[str, Any]], now: datetime) -> dict[int, dict[st
             result[node["id"]] = {"reporting": False, "interval_seconds": None, "gpu": None}
             continue
         start, interval, gpu_util, gpu_mem = row
-        end = max(node["last_seen"], start + timedelta(seconds=interval))
+        # Where the inventory keeps the newest batch's interval (as alerting's rule reads it),
+        # that one, so both say the same; else the newest sample's.
+        interval = node.get("interval_seconds") or interval
+        end = max(node["last_seen"], start + timedelta(seconds=row[1]))
         result[node["id"]] = {
             "reporting": (now - end).total_seconds() <= MISSED_INTERVALS * interval,
             "interval_seconds": interval,
