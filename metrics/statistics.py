@@ -79,7 +79,10 @@ def statistics(hours: int, now: datetime | None = None, cluster: Cluster | None 
         "peak_source": "1m",
         "cluster_hourly": hourly,
         "totals": _totals(hourly, fields),
-        "namespaces": _namespaces(window, now, cluster),
+        "namespaces": (
+            _namespaces(window, now, cluster) if node_ids is None
+            else _namespaces_on(window, node_ids, reported)
+        ),
     }
     kinds = _model_servers(window, node_ids, reported)
     if kinds is not None:
@@ -157,6 +160,46 @@ def _namespaces(window: series.Window, now: datetime, cluster: Cluster | None) -
             weight = sum(c for _, c in weighted)
             item[f] = sum(v * c for v, c in weighted) / weight if weight else None
             item[f"{f}_peak_hour"] = max((v for v, _ in weighted), default=None)
+        item["hourly"] = hourly
+        out.append(item)
+    return out
+
+
+def _namespaces_on(
+    window: series.Window, node_ids: list[int], reported: dict[datetime, float]
+) -> list[dict[str, Any]]:
+    """Namespaces as _namespaces gives them, counting only pods on `node_ids` (one cluster's):
+    from the pod 1-hour rollup, each hour's sum over the seconds the cluster reported in it."""
+    sql = (
+        "SELECT namespace, bucket, sum(cpu_seconds), sum(memory_working_set_byte_seconds) "
+        f"FROM {series.rollup_relation('pod', '1h')} WHERE node_id = ANY(%s) AND bucket >= %s "
+        "AND bucket < %s GROUP BY namespace, bucket"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [node_ids, window.start, window.end])
+        rows = cursor.fetchall()
+    sums: dict[str, dict[datetime, tuple[Any, Any]]] = {}
+    for namespace, bucket, cpu, mem in rows:
+        sums.setdefault(namespace, {})[bucket] = (cpu, mem)
+    fields = hourly_fields()
+    out = []
+    for name in sorted(sums):
+        hourly = []
+        for bucket, seconds in reported.items():
+            cpu, mem = sums[name].get(bucket, (None, None))
+            point: dict[str, Any] = dict.fromkeys(fields)
+            point.update(
+                time=bucket, coverage=min(1.0, seconds / HOUR) if bucket in sums[name] else None,
+                cpu_millicores=None if cpu is None else cpu / seconds * 1000.0,
+                memory_working_set_bytes=None if mem is None else mem / seconds,
+            )
+            hourly.append(point)
+        item: dict[str, Any] = {"name": name}
+        for f in fields:
+            values = [(p[f], p["coverage"] or 0.0) for p in hourly if p[f] is not None]
+            weight = sum(c for _, c in values)
+            item[f] = sum(v * c for v, c in values) / weight if weight else None
+            item[f"{f}_peak_hour"] = max((v for v, _ in values), default=None)
         item["hourly"] = hourly
         out.append(item)
     return out

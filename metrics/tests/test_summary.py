@@ -288,3 +288,32 @@ def test_the_summary_counts_firing_alerts_by_severity(db):
         )
     alerts = summary.summary(now)["alerts"]
     assert alerts == {"critical": 1, "warning": 2, "info": 0, "total": 3}
+
+
+def test_statistics_of_one_cluster_count_only_its_nodes_and_pods(db):
+    now = timezone.now()
+    hour = series.EPOCH + timedelta(hours=(now - series.EPOCH).total_seconds() // 3600)
+    start, end = hour - timedelta(hours=2), _tick(now)
+    prod, dev = Cluster.objects.create(name="prod"), Cluster.objects.create(name="dev")
+    for name, cluster, cores in (("p-1", prod, 1.0), ("d-1", dev, 0.25)):
+        node = _node(name, start, end)
+        node.cluster = cluster
+        node.save()
+        make_node_samples(node, start, end, 10, cpu_cores=2 * cores)
+        # The same namespace in both clusters.
+        pod = make_pod(node, f"{name}-web", namespace="shop", seen=end)
+        pod.first_seen = start
+        pod.save()
+        make_pod_samples(pod, start, end, 10, cpu_cores=cores)
+    result = statistics.statistics(2, now=now, cluster=prod)
+    assert result["cluster"] == "prod"
+    full = [h for h in result["cluster_hourly"] if h["coverage"] == pytest.approx(1.0)]
+    assert full and all(h["cpu_millicores"] == pytest.approx(2000) for h in full)
+    (shop,) = result["namespaces"]
+    assert [p["cpu_millicores"] for p in shop["hourly"] if p["coverage"] == pytest.approx(1.0)] == [
+        pytest.approx(1000)
+    ]
+    assert [p["name"] for p in result["top"]["pods_by_cpu"]] == ["p-1-web"]
+    both = statistics.statistics(2, now=now)
+    (shop_all,) = both["namespaces"]
+    assert shop_all["hourly"][0]["cpu_millicores"] == pytest.approx(1250)
