@@ -14,6 +14,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
@@ -45,8 +46,6 @@ def summary(now: datetime | None = None) -> dict[str, Any]:
 
 
 def cluster_summary(cluster: Cluster | None, several: bool, now: datetime) -> dict[str, Any]:
-    from django.conf import settings
-
     nodes_qs = Node.objects.all()
     pods_qs = Pod.objects.filter(last_seen__gte=now - series.LATEST_LOOKBACK)
     entity = series.CLUSTER
