@@ -59,7 +59,9 @@ def web(db):
         oom = (lambda t: 1 if t == start + timedelta(minutes=30) else 0) if i == 0 else 0
         make_pod_samples(
             pod, start, end, 10, cpu_cores=cpu_of(offset), memory_bytes=memory_of(offset),
-            cpu_throttled_seconds=lambda t, o=offset: cpu_of(o)(t) * 10 * 0.1, oom_kills=oom,
+            # 10 % throttled both ways the answer may count it (periods, or CPU time).
+            cpu_throttled_seconds=lambda t, o=offset: cpu_of(o)(t) * 10 * 0.1,
+            cpu_throttled_periods=10, cpu_periods=100, oom_kills=oom,
         )
         pods.append(pod)
     minutes = [start + timedelta(minutes=m) for m in range(HOURS * 60)]
@@ -85,8 +87,7 @@ def test_a_deployment_report_has_percentiles_of_its_replicas_minutes(web, reader
     assert cpu["p95_percent_of_limit"] == pytest.approx(percentile(web["cpu"], 0.95) * 100 / 2)
     assert memory["max_percent_of_limit"] == pytest.approx(max(web["memory"]) * 100 / GiB)
     assert memory["oom_kills"] == 1
-    if cpu["throttled_basis"] == "cpu_time":
-        assert cpu["throttled_percent"] == pytest.approx(10.0)
+    assert cpu["throttled_percent"] == pytest.approx(10.0)
 
 
 def test_without_requests_the_limits_are_the_basis_and_the_answer_says_so(web, reader):
