@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from metrics import optional, series
@@ -124,9 +123,8 @@ def _peaks(window: series.Window, now: datetime, cluster: Cluster | None) -> dic
         "sum(memory_working_set_byte_seconds) / nullif(sum(covered_seconds) / count(*), 0) AS mem "
         f"FROM {series.rollup_relation('node', '1m')} WHERE {where} GROUP BY bucket) m GROUP BY 1"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [series.EPOCH, *params])
-        rows = cursor.fetchall()
+    # series._fetch: JIT off and no parallel workers (see summary.pod_minute).
+    rows = series._fetch(sql, [series.EPOCH, *params], parallel=False)
     return {
         h: {
             "cpu_millicores": None if cpu is None else float(cpu) * 1000.0,
@@ -175,9 +173,7 @@ def _namespaces_on(
         f"FROM {series.rollup_relation('pod', '1h')} WHERE node_id = ANY(%s) AND bucket >= %s "
         "AND bucket < %s GROUP BY namespace, bucket"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [node_ids, window.start, window.end])
-        rows = cursor.fetchall()
+    rows = series._fetch(sql, [node_ids, window.start, window.end], parallel=False)
     sums: dict[str, dict[datetime, tuple[Any, Any]]] = {}
     for namespace, bucket, cpu, mem in rows:
         sums.setdefault(namespace, {})[bucket] = (cpu, mem)
@@ -226,9 +222,7 @@ def _model_servers(
             f"FROM {series.rollup_relation('pod', '1h')} WHERE pod_id = ANY(%s) AND bucket >= %s "
             "AND bucket < %s GROUP BY bucket"
         )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [kinds[kind], window.start, window.end])
-            rows = {r[0]: r[1:] for r in cursor.fetchall()}
+        rows = {r[0]: r[1:] for r in series._fetch(sql, [kinds[kind], window.start, window.end], parallel=False)}
         hourly = []
         for bucket, seconds in reported.items():
             cpu, mem = rows.get(bucket, (None, None))
@@ -273,9 +267,7 @@ UNION ALL
 (SELECT 'deployments_by_memory', pods, namespace, deployment, cpu, mem, mx, NULL FROM d
  ORDER BY mem DESC NULLS LAST, namespace, deployment LIMIT {TOP})
 """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    rows = series._fetch(sql, params, parallel=False)
     pod_ids = {r[1] for r in rows if r[0].startswith("pods_")}
     names = {
         pk: (name, node)
