@@ -223,6 +223,14 @@ def test_statistics_over_http_default_to_24_hours(reader, three_hours):
     assert body["hours"] == 24 and len(body["cluster_hourly"]) == 24
     assert body["top"]["pods_by_cpu"][0]["name"] == "web-1"
     assert ("model_servers" in body) == optional.pod_has("model_server")
+    # The view answers plain JSON; the shape is the one its serializer documents.
+    from metrics.api.summary import ClusterHourSerializer, StatisticsSerializer, TopItemSerializer
+
+    documented = set(StatisticsSerializer().fields) - ({"model_servers"} - set(body))
+    assert set(body) == documented
+    assert set(body["cluster_hourly"][0]) == set(ClusterHourSerializer().fields)
+    assert set(body["top"]["pods_by_cpu"][0]) <= set(TopItemSerializer().fields)
+    assert body["cluster_hourly"][0]["time"].endswith("Z")
 
 
 # --- what other parts add to the inventory (run once they are installed) --------------------------
