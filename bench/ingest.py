@@ -48,7 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metrics.tests.factories_ingest import NodeBatches, rfc3339  # noqa: E402
+from metrics.tests.factories import NodeBatches, rfc3339  # noqa: E402
 
 PLACEHOLDER = "__BENCH_TIME__"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -1,6 +1,6 @@
 """Read benchmark: namespace and Deployment series over 1 h, 24 h and 7 d, from rollups and raw.
 
-    python bench/query.py [--database km_bench_query] [--reps 50] [--raw-reps 10] [--fresh]
+    python bench/query.py [--database km_bench_query] [--reps 50] [--raw-reps 10] [--fresh] [--days 7]
 
 1. Loads 7 days of 10 s samples for 500 pods (10 namespaces, 5 Deployments of 9 pods each per
    namespace, plus 5 standalone pods per namespace, on 20 nodes) and their nodes' samples into
@@ -16,7 +16,11 @@
    test client for comparison: a namespace detail per window and the four list endpoints (their
    latest-usage lookups find nothing here, since the data ends before now). Goal: p95 <= 50 ms
    from rollups.
-4. Times /api/summary/ and /api/statistics/?hours=24 as their views build and render them,
+4. Times one `/api/series/?kind=deployment` request for every Deployment (50) over the last 24 h
+   at the auto step (300 s, from the 1-minute rollups), the dashboard's and alert evaluation's
+   read, through Django's test client (auth, view, series_many, serialization, JSON), with every
+   point field and with the two the dashboard asks for (`fields=`). Goal: p95 <= 150 ms.
+5. Times /api/summary/ and /api/statistics/?hours=24 as their views build and render them,
    30 s after the data ends. Goal: p95 <= 100 ms. Then, for scale, the right-sizing list over a
    day and one Deployment's right-sizing over a week.
 
@@ -246,18 +250,22 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
+    global DAYS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database", default="km_bench_query")
     parser.add_argument("--reps", type=int, default=50, help="repetitions per rollup case")
     parser.add_argument("--raw-reps", type=int, default=10, help="repetitions per raw case")
     parser.add_argument("--raw-budget", type=float, default=120.0, help="seconds at most per raw case")
     parser.add_argument("--fresh", action="store_true", help="drop the database and load again")
+    parser.add_argument("--days", type=int, default=DAYS,
+                        help="days of data to load (fewer loads quicker; the 7 d cases then read what there is)")
     parser.add_argument("--skip-refresh", action="store_true")
     parser.add_argument("--overview-only", action="store_true",
                         help="time only /api/summary/, /api/statistics/ and right-sizing (data loaded before)")
     parser.add_argument("--tiny", action="store_true",
                         help="a few seconds' smoke run: 2 pods x 1 hour, 3 repetitions (checks the bench still runs)")
     args = parser.parse_args()
+    DAYS = args.days
     if args.tiny:
         tiny()
         args.reps, args.raw_reps = 3, 2
@@ -363,15 +371,50 @@ def main() -> None:
         print(f"{'HTTP list ' + url:<34} {len(times):>4} {statistics.median(times):>9.1f} "
               f"{pct(times, 0.95):>9.1f} {max(times):>9.1f}")
 
+    many = time_many_deployments(client, anchor, len(deployments), args.reps)
+    print(f"{'HTTP series ' + str(len(deployments)) + ' Deployments 24 h':<34} {len(many):>4} "
+          f"{statistics.median(many):>9.1f} {pct(many, 0.95):>9.1f} {max(many):>9.1f}")
+    few = time_many_deployments(client, anchor, len(deployments), args.reps, fields=DASHBOARD_FIELDS)
+    print(f"{'  the same, fields=cpu,memory':<34} {len(few):>4} "
+          f"{statistics.median(few):>9.1f} {pct(few, 0.95):>9.1f} {max(few):>9.1f}")
     overview = time_overview(anchor, args.reps)
     time_rightsizing(anchor, min(args.reps, 5))
 
     worst = max(pct(t, 0.95) for n, t in results.items() if not n.endswith("raw"))
     print(f"\nworst p95 from rollups: {worst:.1f} ms (goal <= 50 ms): {'met' if worst <= 50 else 'NOT met'}")
+    many_p95 = pct(many, 0.95)
+    print(f"one /api/series/ request for {len(deployments)} Deployments over 24 h: p95 {many_p95:.1f} ms "
+          f"(goal <= 150 ms): {'met' if many_p95 <= 150 else 'NOT met'}; with fields=cpu,memory: "
+          f"p95 {pct(few, 0.95):.1f} ms")
     worst_overview = max(pct(t, 0.95) for t in overview.values())
     print(f"worst p95 summary / statistics: {worst_overview:.1f} ms (goal <= 100 ms): "
           f"{'met' if worst_overview <= 100 else 'NOT met'}")
     print(f"load average after: {os.getloadavg()}")
+
+# What the dashboard's sparklines ask for.
+DASHBOARD_FIELDS = "cpu_millicores,memory_working_set_bytes"
+
+
+def time_many_deployments(client, anchor: datetime, expected: int, reps: int, fields: str = "") -> list[float]:
+    """One /api/series/ request for every Deployment over the 24 h before the data's end (every
+    point field, or `fields`)."""
+    params = {
+        "kind": "deployment", "start": (anchor - timedelta(hours=24)).isoformat(), "end": anchor.isoformat(),
+    }
+    if fields:
+        params["fields"] = fields
+    client.get("/api/series/", params, HTTP_HOST="localhost")  # warm the plan cache
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        response = client.get("/api/series/", params, HTTP_HOST="localhost")
+        times.append((time.perf_counter() - t0) * 1000)
+        assert response.status_code == 200, response.content[:300]
+        body = response.json()
+        assert len(body["series"]) == expected and body["source"] == "1m", (len(body["series"]), body["source"])
+        last = body["series"][0]["points"][-1]
+        assert last["cpu_millicores"] is not None, last
+    return times
 
 
 def time_overview(anchor: datetime, reps: int) -> dict[str, list[float]]:

@@ -3,6 +3,7 @@
 The sample tables hold millions of rows, so their admin pages must not issue the queries the
 admin issues by default: COUNT(*) for the paginator and the "N total" line, SELECT DISTINCT over
 the table for value filters and the date hierarchy, and a <select> of every related row.
+The sample columns listed are the catalogue's (metrics/catalogue.py, Metric.sample_field).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from metrics import catalogue
 from metrics.models import ApiToken, Cluster, Container, ContainerSample, Node, NodeSample, Pod, PodSample
 from metrics.tokens import create_token
 
@@ -186,10 +188,7 @@ def _pod_ids(term: str) -> QuerySet:
 
 @admin.register(NodeSample)
 class NodeSampleAdmin(SampleAdmin):
-    list_display = (
-        "time", "node", "interval_seconds", "cpu_seconds", "memory_working_set_bytes",
-        "disk_read_bytes", "disk_write_bytes", "net_rx_bytes", "net_tx_bytes",
-    )
+    list_display = ("time", "node", "interval_seconds", *catalogue.sample_fields("node"))
     list_select_related = ("node",)
     list_filter = (NodeFilter,)
     raw_id_fields = ("node",)
@@ -202,8 +201,7 @@ class NodeSampleAdmin(SampleAdmin):
 @admin.register(PodSample)
 class PodSampleAdmin(SampleAdmin):
     list_display = (
-        "time", "pod", "namespace", "deployment", "node", "interval_seconds", "cpu_seconds",
-        "memory_working_set_bytes", "net_rx_bytes", "net_tx_bytes",
+        "time", "pod", "namespace", "deployment", "node", "interval_seconds", *catalogue.sample_fields("pod"),
     )
     list_select_related = ("pod", "node")
     list_filter = (NodeFilter, NamespaceFilter, DeploymentFilter)
@@ -216,10 +214,7 @@ class PodSampleAdmin(SampleAdmin):
 
 @admin.register(ContainerSample)
 class ContainerSampleAdmin(SampleAdmin):
-    list_display = (
-        "time", "container", "interval_seconds", "cpu_seconds", "memory_working_set_bytes",
-        "cpu_throttled_seconds", "oom_kills", "restarts",
-    )
+    list_display = ("time", "container", "interval_seconds", *catalogue.sample_fields("container"), "restarts")
     list_select_related = ("container", "container__pod")
     list_filter = (NodeFilter, NamespaceFilter, DeploymentFilter)
     raw_id_fields = ("container", "pod")

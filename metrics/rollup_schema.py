@@ -11,24 +11,24 @@ bucket is the sum of its finer buckets and a namespace is the sum of its pods, e
   with the public names returning the materialized buckets before the refresh watermark plus the
   newest raw data aggregated on the fly, like TimescaleDB's real-time aggregation.
 
-The DDL that creates them lives in the frozen snapshot metrics/migrations/snapshots/rollups_0003.py,
-which migration 0003 runs; this live copy holds what the refresh and retention use. Changing a
-definition here needs a new snapshot and a new migration that drops and recreates the rollups.
+The columns come from the metric catalogue (metrics/catalogue.py). The DDL that creates them lives
+in frozen snapshots (metrics/migrations/snapshots/rollups_0005.py, run by migration 0005); this
+live copy holds what the refresh and retention use. A catalogue change needs a new snapshot and
+migration (metrics/tests/test_catalogue.py compares the newest snapshot with this module).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-
+from metrics import catalogue
 from metrics.backend import bucket_expression
 
 RESOLUTIONS = {"1m": "1 minute", "1h": "1 hour"}
+# The catalogue's entities with rollups of their own, pods before the groups built from them.
 ENTITIES = ("node", "pod", "namespace", "deployment")
 STATE_TABLE = "metrics_rollup_state"
 INVALIDATION_TABLE = "metrics_rollup_invalidation"
-
-F8 = "double precision"
 
 
 @dataclass(frozen=True)
@@ -37,59 +37,6 @@ class Column:
     type: str
     raw: str  # aggregate over raw sample rows
     finer: str  # aggregate over rows of the finer rollup (1m -> 1h, pod -> namespace)
-
-
-def _sum(name: str, raw: str) -> Column:
-    return Column(name, F8, f"sum({raw})", f"sum({name})")
-
-
-COMMON = [
-    Column("samples", "bigint", "count(*)", "sum(samples)::bigint"),
-    _sum("covered_seconds", "interval_seconds"),
-    _sum("cpu_seconds", "cpu_seconds"),
-    _sum("memory_working_set_byte_seconds", "memory_working_set_bytes * interval_seconds"),
-    _sum("memory_rss_byte_seconds", "memory_rss_bytes * interval_seconds"),
-    _sum("memory_cache_byte_seconds", "memory_cache_bytes * interval_seconds"),
-    Column(
-        "memory_working_set_max_bytes",
-        "bigint",
-        "max(memory_working_set_bytes)",
-        "max(memory_working_set_max_bytes)",
-    ),
-    _sum("disk_read_bytes", "disk_read_bytes::double precision"),
-    _sum("disk_write_bytes", "disk_write_bytes::double precision"),
-    _sum("net_rx_bytes", "net_rx_bytes::double precision"),
-    _sum("net_tx_bytes", "net_tx_bytes::double precision"),
-    _sum("cpu_throttled_seconds", "cpu_throttled_seconds"),
-    Column("oom_kills", "bigint", "sum(oom_kills)::bigint", "sum(oom_kills)::bigint"),
-]
-
-# Only over samples that had both the limit and the usage, so used / limit is a true percentage.
-LIMITS = [
-    _sum("cpu_limited_seconds", "CASE WHEN cpu_limit_cores IS NOT NULL THEN cpu_seconds END"),
-    _sum(
-        "cpu_limit_core_seconds",
-        "CASE WHEN cpu_seconds IS NOT NULL THEN cpu_limit_cores * interval_seconds END",
-    ),
-    _sum(
-        "memory_limited_byte_seconds",
-        "CASE WHEN memory_limit_bytes IS NOT NULL "
-        "THEN memory_working_set_bytes * interval_seconds END",
-    ),
-    _sum(
-        "memory_limit_byte_seconds",
-        "CASE WHEN memory_working_set_bytes IS NOT NULL "
-        "THEN memory_limit_bytes * interval_seconds END",
-    ),
-]
-
-NODE_ONLY = [
-    _sum("cpu_capacity_core_seconds", "cpu_capacity_cores * interval_seconds"),
-    _sum("memory_total_byte_seconds", "memory_total_bytes * interval_seconds"),
-    _sum("memory_available_byte_seconds", "memory_available_bytes * interval_seconds"),
-    _sum("fs_used_byte_seconds", "fs_used_bytes * interval_seconds"),
-    _sum("fs_capacity_byte_seconds", "fs_capacity_bytes * interval_seconds"),
-]
 
 
 @dataclass(frozen=True)
@@ -107,40 +54,20 @@ class Entity:
         return [k for k, _ in self.keys]
 
 
-ENTITY = {
-    "node": Entity(
-        "node", "metrics_nodesample", (("node_id", "bigint"),), tuple(COMMON + NODE_ONLY)
-    ),
-    "pod": Entity(
-        "pod",
-        "metrics_podsample",
-        (
-            ("pod_id", "bigint"),
-            ("node_id", "bigint"),
-            ("namespace", "varchar(253)"),
-            ("deployment", "varchar(253)"),
-        ),
-        tuple(COMMON + LIMITS),
-    ),
-    "namespace": Entity(
-        "namespace", "metrics_podsample", (("namespace", "varchar(253)"),), tuple(COMMON + LIMITS)
-    ),
-    "deployment": Entity(
-        "deployment",
-        "metrics_podsample",
-        (("namespace", "varchar(253)"), ("deployment", "varchar(253)")),
-        tuple(COMMON + LIMITS),
-        where="deployment IS NOT NULL",
-    ),
-}
+def _entity(entity: catalogue.Entity) -> Entity:
+    assert entity.rollup_keys
+    columns = tuple(
+        Column(c.name, c.type, c.rollup_from_raw(), c.rollup_from_finer())
+        for c in catalogue.columns_of(entity.name)
+    )
+    return Entity(entity.name, entity.source, entity.rollup_keys, columns, entity.rollup_where)
+
+
+# The entities with rollups of their own, from the catalogue (the cluster sums the node rollups).
+ENTITY = {name: _entity(catalogue.ENTITY[name]) for name in ENTITIES}
 
 # Secondary indexes on the rollups, beyond what the tier gives (reads filter by the keys).
-INDEX_KEYS = {
-    "node": ["node_id"],
-    "pod": ["pod_id"],
-    "namespace": ["namespace"],
-    "deployment": ["namespace", "deployment"],
-}
+INDEX_KEYS = {name: list(catalogue.ENTITY[name].keys) for name in ENTITIES}
 
 
 def select_from_raw(tier: str, entity: Entity, resolution: str, where: str = "") -> str:

@@ -1,4 +1,4 @@
-"""Time series and latest usage for nodes, pods, namespaces and Deployments.
+"""Time series and latest usage for the cluster, nodes, pods, containers, namespaces and Deployments.
 
 Every query reads either the raw sample tables or the rollup relations
 `metrics_rollup_<entity>_<1m|1h>`, which have the same names and columns in every storage tier
@@ -8,10 +8,13 @@ Both sources are reduced to the same set of sums per output bucket (the rollup c
 function turns sums into a point. That keeps raw and rollup answers identical by construction:
 a namespace's CPU over a bucket is the sum of its pods' CPU-seconds divided by the bucket's
 length; a single pod's or node's is divided by the seconds it reported (its time-weighted average).
+The sums, the point fields and how each is computed come from the metric catalogue
+(metrics/catalogue.py); nothing here names a metric except the capacities pods take from their node.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
@@ -20,6 +23,8 @@ from typing import Any, Iterable
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+
+from metrics import catalogue
 
 EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
 
@@ -41,108 +46,42 @@ LATEST_LOOKBACK = timedelta(minutes=5)
 COMPLETE_BUCKET_DELAY = timedelta(minutes=2)
 LATEST_BUCKET_LOOKBACK = timedelta(minutes=15)
 
-KINDS = ("cluster", "node", "pod", "container", "namespace", "deployment")
+KINDS = tuple(e.name for e in catalogue.ENTITIES)
 # Kinds whose values add up over many pods or nodes: divided by the seconds their nodes reported
 # (see _group_point), not by one entity's covered time.
-AGGREGATE_KINDS = ("namespace", "deployment", "cluster")
+AGGREGATE_KINDS = tuple(e.name for e in catalogue.ENTITIES if e.aggregate)
 # Kinds read from node samples and node rollups (capacities, no limits). The cluster is the sum
 # of its nodes: what the machines used, system daemons included, against what they have.
-NODE_KINDS = ("node", "cluster")
+NODE_KINDS = tuple(sorted(catalogue.NODE_LEVEL))
+# Series-only maximum (raw reads): the longest sample interval in a bucket.
+MAX_COLUMNS = ("max_interval_seconds",)
+# Every sum a point may read (an entity's sums dict has all of them, None where it has none).
+SUM_NAMES = tuple(c.name for c in catalogue.COLUMNS) + MAX_COLUMNS
 
-# The sums both sources are reduced to, in this order.
-SUM_COLUMNS = (
-    "samples",
-    "covered_seconds",
-    "cpu_seconds",
-    "memory_working_set_byte_seconds",
-    "memory_rss_byte_seconds",
-    "memory_cache_byte_seconds",
-    "disk_read_bytes",
-    "disk_write_bytes",
-    "net_rx_bytes",
-    "net_tx_bytes",
-    "cpu_throttled_seconds",
-    "oom_kills",
-    "cpu_limited_seconds",
-    "cpu_limit_core_seconds",
-    "memory_limited_byte_seconds",
-    "memory_limit_byte_seconds",
-    "cpu_capacity_core_seconds",
-    "memory_total_byte_seconds",
-)
-# Columns only one side has (pods the limits, nodes the capacities).
-_POD_ONLY = ("cpu_limited_seconds", "cpu_limit_core_seconds", "memory_limited_byte_seconds", "memory_limit_byte_seconds")
-_NODE_ONLY = ("cpu_capacity_core_seconds", "memory_total_byte_seconds")
-MAX_COLUMNS = ("memory_working_set_max_bytes", "max_interval_seconds")
-
-# Raw samples reduced to rollup columns, as per-row terms spread over the buckets each sample's
-# interval overlaps. "usage" terms are what was used during the interval and count in a bucket in
-# proportion to the overlap (term * overlap / interval); "weighted" terms are gauges and count as
-# value * overlap (value-seconds). "start" terms are events (OOM kills) that cannot be split and
-# count whole in the bucket the interval starts in, as in the rollups. Node samples carry
-# capacities and no limits; pod samples carry limits and no capacities.
-_RAW_TERMS_COMMON: dict[str, tuple[str, str]] = {
-    "covered_seconds": ("weighted", "1.0"),
-    "cpu_seconds": ("usage", "cpu_seconds"),
-    "memory_working_set_byte_seconds": ("weighted", "memory_working_set_bytes::float8"),
-    "memory_rss_byte_seconds": ("weighted", "memory_rss_bytes::float8"),
-    "memory_cache_byte_seconds": ("weighted", "memory_cache_bytes::float8"),
-    "disk_read_bytes": ("usage", "disk_read_bytes::float8"),
-    "disk_write_bytes": ("usage", "disk_write_bytes::float8"),
-    "net_rx_bytes": ("usage", "net_rx_bytes::float8"),
-    "net_tx_bytes": ("usage", "net_tx_bytes::float8"),
-    "cpu_throttled_seconds": ("usage", "cpu_throttled_seconds"),
-    "oom_kills": ("start", "oom_kills::float8"),
-}
-_RAW_TERMS_POD: dict[str, tuple[str, str]] = {
-    # Limits count only where the usage is known, so that used / limit is a true percentage
-    # (the same terms as the rollup columns in metrics/rollup_schema.py).
-    "cpu_limited_seconds": ("usage", "CASE WHEN cpu_limit_cores IS NOT NULL THEN cpu_seconds END"),
-    "cpu_limit_core_seconds": ("weighted", "CASE WHEN cpu_seconds IS NOT NULL THEN cpu_limit_cores END"),
-    "memory_limited_byte_seconds": (
-        "weighted",
-        "CASE WHEN memory_limit_bytes IS NOT NULL THEN memory_working_set_bytes::float8 END",
-    ),
-    "memory_limit_byte_seconds": (
-        "weighted",
-        "CASE WHEN memory_working_set_bytes IS NOT NULL THEN memory_limit_bytes::float8 END",
-    ),
-}
-_RAW_TERMS_NODE: dict[str, tuple[str, str]] = {
-    "cpu_capacity_core_seconds": ("weighted", "cpu_capacity_cores"),
-    "memory_total_byte_seconds": ("weighted", "memory_total_bytes::float8"),
-}
 # No sample interval is longer than this (the ingest contract's maximum): a window's query reaches
 # back this far for samples that start before the window and overlap it.
 MAX_INTERVAL = timedelta(seconds=3600)
 
-
-def _raw_aggregate(column: str, kind: str, expr: str) -> str:
-    if kind == "usage":
-        return f"sum(({expr}) * ov / interval_seconds) AS {column}"
-    if kind == "weighted":
-        return f"sum(({expr}) * ov) AS {column}"
-    return f"sum(CASE WHEN first THEN {expr} END) AS {column}"
+_RAW_TABLE = {e.name: e.source for e in catalogue.ENTITIES}
+_KEY_COLUMNS: dict[str, tuple[str, ...]] = {e.name: e.keys for e in catalogue.ENTITIES}
 
 
-_RAW_TABLE = {
-    "cluster": "metrics_nodesample",
-    "container": "metrics_containersample",
-    "node": "metrics_nodesample",
-    "pod": "metrics_podsample",
-    "namespace": "metrics_podsample",
-    "deployment": "metrics_podsample",
-}
-_KEY_COLUMNS: dict[str, tuple[str, ...]] = {
-    # One cluster per installation: every node reporting here.
-    "cluster": (),
-    "node": ("node_id",),
-    "pod": ("pod_id",),
-    # Containers have raw samples only (no rollups): their series reach back RETENTION_RAW_DAYS.
-    "container": ("container_id",),
-    "namespace": ("namespace",),
-    "deployment": ("namespace", "deployment"),
-}
+# Point fields a caller asked for (None: all): reads then compute only the sums those need.
+Fields = tuple[str, ...] | None
+
+
+@functools.cache
+def _columns(kind: str, fields: Fields = None) -> tuple[catalogue.Column, ...]:
+    """The catalogue's sums of a kind (its rollup columns; raw reads compute the same), or those
+    the metrics in `fields` read."""
+    every = catalogue.columns_of(kind)
+    if fields is None:
+        return every
+    wanted = {c.name for c in catalogue.BASE_COLUMNS}
+    for metric in catalogue.metrics_of(kind):
+        if metric.name in fields:
+            wanted.update(c.name for c in metric.columns)
+    return tuple(c for c in every if c.name in wanted)
 
 
 class SeriesError(ValueError):
@@ -312,50 +251,49 @@ def _where(entity: Entity) -> tuple[str, list[Any]]:
 
 
 def _raw_spread_sql(
-    table: str, where: str, terms: dict[str, tuple[str, str]], group: tuple[str, ...] = ()
-) -> str:
-    """Raw samples spread over the step buckets their intervals overlap (see _RAW_TERMS_COMMON).
+    kind: str, where: str, group: tuple[str, ...] = (), fields: Fields = None
+) -> tuple[str, tuple[str, ...]]:
+    """Raw samples spread over the step buckets their intervals overlap, and the output's sum
+    names (after `b` and the `group` columns).
+
+    USAGE sums count in a bucket in proportion to the overlap (term * overlap / interval), GAUGE
+    sums as value * overlap, EVENT sums (OOM kills) whole in the bucket the interval starts in,
+    as in the rollups (metrics/catalogue.py).
 
     Parameters, in order: step, epoch, the key values of `where`, window start - MAX_INTERVAL,
     window end, window start, window end. Every bucket a sample overlaps gets its share, so a step
     that is not a multiple of the sampling interval still sums exactly. `group` adds key columns
     to the output, one row per bucket and key.
     """
-    aggregates = ", ".join(_raw_aggregate(c, *terms[c]) for c in terms)
+    columns = _columns(kind, fields)
+    aggregates = ", ".join(f"{c.spread()} AS {c.name}" for c in columns)
     keys = "".join(f", {c}" for c in group)
+    names = (*(c.name for c in columns), *MAX_COLUMNS)
     return (
-        f"SELECT b{keys}, count(*) AS samples, "
-        f"{aggregates}, max(memory_working_set_bytes)::float8 AS memory_working_set_max_bytes, "
-        "max(interval_seconds) AS max_interval_seconds "
+        f"SELECT b{keys}, {aggregates}, max(interval_seconds) AS max_interval_seconds "
         "FROM (SELECT s.*, g.b, g.b = g.first_b AS first, "
         "extract(epoch FROM least(s.time + s.interval_seconds * interval '1 second', g.b + g.w) "
         "- greatest(s.time, g.b))::float8 AS ov "
         "FROM (SELECT *, %s * interval '1 second' AS w0, %s::timestamptz AS e0 "
-        f"FROM {table} WHERE {where} AND time >= %s AND time < %s) s "
+        f"FROM {_RAW_TABLE[kind]} WHERE {where} AND time >= %s AND time < %s) s "
         "CROSS JOIN LATERAL (SELECT gb AS b, s.w0 AS w, date_bin(s.w0, s.time, s.e0) AS first_b "
         "FROM generate_series(date_bin(s.w0, s.time, s.e0), "
         "s.time + (s.interval_seconds * interval '1 second') - interval '1 microsecond', s.w0) gb) g"
         f") x WHERE b >= %s AND b < %s GROUP BY b{keys} ORDER BY b"
-    )
+    ), names
 
 
-def _raw_terms(kind: str) -> dict[str, tuple[str, str]]:
-    terms = dict(_RAW_TERMS_COMMON)
-    terms.update(_RAW_TERMS_NODE if kind in NODE_KINDS else _RAW_TERMS_POD)
-    if kind == "container":
-        # A container shares its pod's network namespace: network is counted on the pod only.
-        for name in ("net_rx_bytes", "net_tx_bytes"):
-            terms.pop(name)
-    return terms
-
-
-def _raw_sql(entity: Entity) -> tuple[str, list[Any]]:
+def _raw_sql(entity: Entity) -> tuple[str, tuple[str, ...], list[Any]]:
     where, params = _where(entity)
-    return _raw_spread_sql(_RAW_TABLE[entity.kind], where, _raw_terms(entity.kind)), params
+    sql, names = _raw_spread_sql(entity.kind, where)
+    return sql, names, params
 
 
 def rollup_relation(kind: str, resolution: str) -> str:
-    return f"metrics_rollup_{kind}_{resolution}"
+    relation = catalogue.ENTITY[kind].relation(resolution)
+    if relation is None:
+        raise ValueError(f"{kind} has no rollups")
+    return relation
 
 
 def _rollup_sql(entity: Entity, resolution: str) -> tuple[str, list[Any]]:
@@ -363,26 +301,25 @@ def _rollup_sql(entity: Entity, resolution: str) -> tuple[str, list[Any]]:
     return _rollup_select(entity.kind, resolution, where), params
 
 
-def _rollup_select(kind: str, resolution: str, where: str, group: tuple[str, ...] = ()) -> str:
+def _rollup_select(
+    kind: str, resolution: str, where: str, group: tuple[str, ...] = (), fields: Fields = None
+) -> str:
     """Rollup rows summed into step buckets; parameters: step, epoch, the key values of `where`,
     window start, window end."""
-    node_kind = kind in NODE_KINDS
-    parts = []
-    for c in SUM_COLUMNS:
-        if (not node_kind and c in _NODE_ONLY) or (node_kind and c in _POD_ONLY):
-            parts.append(f"NULL::float8 AS {c}")
-        else:
-            parts.append(f"sum({c})::float8 AS {c}")
-    parts.append("max(memory_working_set_max_bytes)::float8 AS memory_working_set_max_bytes")
+    parts = [f"({c.rollup_from_finer()})::float8 AS {c.name}" for c in _columns(kind, fields)]
     # Rollup buckets are at least a minute, longer than any sample interval.
     parts.append("NULL::float8 AS max_interval_seconds")
     keys = "".join(f", {c}" for c in group)
     positions = "".join(f", {i + 2}" for i in range(len(group)))
     return (
         f"SELECT date_bin(%s * interval '1 second', bucket, %s) AS b{keys}, {', '.join(parts)} "
-        f"FROM {rollup_relation('node' if kind == 'cluster' else kind, resolution)} "
+        f"FROM {rollup_relation(kind, resolution)} "
         f"WHERE {where} AND bucket >= %s AND bucket < %s GROUP BY 1{positions} ORDER BY 1"
     )
+
+
+def _rollup_names(kind: str, fields: Fields = None) -> tuple[str, ...]:
+    return (*(c.name for c in _columns(kind, fields)), *MAX_COLUMNS)
 
 
 def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ...]]:
@@ -391,6 +328,9 @@ def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ..
         # branch, so even a 60-row read passes jit_above_cost; compiling it took 7 s of a 7.2 s
         # query on the benchmark data (EXPLAIN ANALYZE, bench/query.py). Reads here are short.
         cursor.execute("SET LOCAL jit = off")
+        # Re-bucketing a day of 1m rows of 50 Deployments sorts 72,000 rows of ~35 sums (10 MB):
+        # at the default 4 MB that sort went to disk (EXPLAIN ANALYZE, bench/query.py).
+        cursor.execute("SET LOCAL work_mem = '32MB'")
         if not parallel:
             # Starting parallel workers for the views' real-time branch, which returns a minute
             # of data, cost 30-100 ms on a busy 2-core machine.
@@ -400,24 +340,22 @@ def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ..
 
 
 def fetch_sums(entity: Entity, window: Window) -> dict[datetime, dict[str, Any]]:
-    """Per output bucket, the sums of SUM_COLUMNS and maxima of MAX_COLUMNS."""
-    names: tuple[str, ...] = ("b",) + SUM_COLUMNS + MAX_COLUMNS
+    """Per output bucket, the entity's catalogue sums (and MAX_COLUMNS); None where it has none."""
     if window.source == "raw":
-        sql, key_params = _raw_sql(entity)
-        terms = _raw_terms(entity.kind)
-        names = ("b", "samples", *terms, *MAX_COLUMNS)
+        sql, names, key_params = _raw_sql(entity)
         params = [
             window.step, EPOCH, *key_params, window.start - MAX_INTERVAL, window.end,
             window.start, window.end,
         ]
     else:
         sql, key_params = _rollup_sql(entity, window.source)
+        names = _rollup_names(entity.kind)
         params = [window.step, EPOCH, *key_params, window.start, window.end]
     rows = _fetch(sql, params, parallel=window.source == "raw")
     result = {}
     for row in rows:
-        sums = dict.fromkeys(SUM_COLUMNS + MAX_COLUMNS)
-        sums.update(zip(names[1:], row[1:]))
+        sums = dict.fromkeys(SUM_NAMES)
+        sums.update(zip(names, row[1:]))
         result[row[0]] = sums
     return result
 
@@ -493,6 +431,18 @@ def _sum_coverage(
     return result
 
 
+def _sum_node_coverage(
+    by_node: dict[int, list[tuple[datetime, float]]], nodes: frozenset[int]
+) -> dict[datetime, tuple[float, int]]:
+    """_sum_coverage from coverage indexed by node (series_many: one pass per node set)."""
+    result: dict[datetime, tuple[float, int]] = {}
+    for node in nodes:
+        for bucket, seconds in by_node.get(node, ()):
+            total, count = result.get(bucket, (0.0, 0))
+            result[bucket] = (total + seconds, count + 1)
+    return result
+
+
 @dataclass(frozen=True)
 class PointField:
     """One field of a series point (and of `usage`): its unit and meaning, defined once here; the
@@ -504,26 +454,9 @@ class PointField:
     integer: bool = False
 
 
+# The catalogue's metrics, then coverage.
 POINTS = (
-    PointField("cpu_millicores", "millicores", "CPU used: CPU-seconds per second of the seconds reported, x 1000 (summed over pods for groups, over nodes for the cluster)."),
-    PointField("memory_working_set_bytes", "bytes", "Time-weighted average over the bucket (summed over pods for groups)."),
-    PointField("memory_working_set_max_bytes", "bytes", "Largest single sample in the bucket (of one pod, for groups)."),
-    PointField("disk_read_bytes_per_second", "bytes/s", "Bytes read per second."),
-    PointField("disk_write_bytes_per_second", "bytes/s", "Bytes written per second."),
-    PointField("net_rx_bytes_per_second", "bytes/s", "Bytes received per second (null for containers: counted on the pod)."),
-    PointField("net_tx_bytes_per_second", "bytes/s", "Bytes sent per second (null for containers: counted on the pod)."),
-    PointField("cpu_limit_millicores", "millicores", "CPU limit; for groups the sum over pods that have one."),
-    PointField("cpu_percent_of_limit", "%", "CPU of limited pods as a percentage of their limits."),
-    PointField("memory_limit_bytes", "bytes", "Memory limit; for groups the sum over pods that have one."),
-    PointField("memory_percent_of_limit", "%", "Working set of limited pods as a percentage of their limits."),
-    PointField("cpu_capacity_millicores", "millicores", "The node's capacity (a pod: its node's; the cluster: its nodes'); null for namespaces and Deployments."),
-    PointField("cpu_percent_of_capacity", "%", "CPU used as a percentage of capacity."),
-    PointField("memory_capacity_bytes", "bytes", "Memory capacity, as for CPU."),
-    PointField("memory_percent_of_capacity", "%", "Working set as a percentage of capacity."),
-    PointField("memory_rss_bytes", "bytes", "Anonymous memory (RSS), time-weighted like the working set."),
-    PointField("memory_cache_bytes", "bytes", "Page cache, time-weighted like the working set."),
-    PointField("cpu_throttled_millicores", "millicores", "CPU time the CFS quota throttled, per second of the bucket, x 1000."),
-    PointField("oom_kills", "count", "OOM kills in intervals that start in the bucket.", integer=True),
+    *(PointField(m.name, m.unit, m.help, m.integer) for m in catalogue.METRICS),
     PointField(
         "coverage", "0..1",
         "Share of the bucket for which samples exist: for a pod, container or node its own, for a "
@@ -548,8 +481,10 @@ def point_from_sums(
     *,
     divisor: float | None = None,
     coverage: float | None = None,
+    fields: Fields = None,
 ) -> dict[str, Any]:
-    """One point from a bucket's sums; `seconds` is the bucket's length.
+    """One point from a bucket's sums; `seconds` is the bucket's length (`fields`: only these
+    metrics are computed, the others stay null).
 
     A pod or node reads its time-weighted average over the seconds it reported, and its coverage
     is that share of the bucket. A namespace or Deployment is a sum over pods, divided by the
@@ -557,7 +492,7 @@ def point_from_sums(
     or a collector gap reads the true rate, and `coverage` says which share of the bucket its
     nodes reported.
     """
-    point: dict[str, Any] = dict.fromkeys(POINT_FIELDS)
+    point: dict[str, Any] = dict.fromkeys(POINT_FIELDS if fields is None else _point_keys(fields))
     point["time"] = bucket
     point["coverage"] = coverage
     if not sums or not sums.get("samples"):
@@ -568,44 +503,59 @@ def point_from_sums(
         divisor = sums["covered_seconds"]
         if coverage is None and divisor:
             point["coverage"] = min(1.0, divisor / seconds)
-    point["cpu_millicores"] = _div(sums["cpu_seconds"], divisor, 1000.0)
-    point["memory_working_set_bytes"] = _div(sums["memory_working_set_byte_seconds"], divisor)
-    point["memory_working_set_max_bytes"] = sums["memory_working_set_max_bytes"]
-    for name in ("disk_read_bytes", "disk_write_bytes", "net_rx_bytes", "net_tx_bytes"):
-        point[f"{name}_per_second"] = _div(sums[name], divisor)
-    point["memory_rss_bytes"] = _div(sums.get("memory_rss_byte_seconds"), divisor)
-    point["memory_cache_bytes"] = _div(sums.get("memory_cache_byte_seconds"), divisor)
-    point["cpu_throttled_millicores"] = _div(sums.get("cpu_throttled_seconds"), divisor, 1000.0)
-    oom = sums.get("oom_kills")
-    point["oom_kills"] = None if oom is None else int(round(oom))
-    point["cpu_limit_millicores"] = _div(sums["cpu_limit_core_seconds"], divisor, 1000.0)
-    point["cpu_percent_of_limit"] = _div(sums["cpu_limited_seconds"], sums["cpu_limit_core_seconds"], 100.0)
-    point["memory_limit_bytes"] = _div(sums["memory_limit_byte_seconds"], divisor)
-    point["memory_percent_of_limit"] = _div(
-        sums["memory_limited_byte_seconds"], sums["memory_limit_byte_seconds"], 100.0
-    )
-    if entity.kind in NODE_KINDS:
-        point["cpu_capacity_millicores"] = _div(sums["cpu_capacity_core_seconds"], divisor, 1000.0)
-        point["cpu_percent_of_capacity"] = _div(sums["cpu_seconds"], sums["cpu_capacity_core_seconds"], 100.0)
-        point["memory_capacity_bytes"] = _div(sums["memory_total_byte_seconds"], divisor)
-        point["memory_percent_of_capacity"] = _div(
-            sums["memory_working_set_byte_seconds"], sums["memory_total_byte_seconds"], 100.0
-        )
-    else:
+    # The loop runs once per metric per point (300,000 times for 50 series of a day): plain
+    # tuples, no calls.
+    for name, how, first, second, scale in _rules(entity.kind, fields):
+        value = sums.get(first)
+        if value is None:
+            continue
+        if how == _RATE:
+            point[name] = value * scale / divisor if divisor else None
+        elif how == _RATIO:
+            below = sums.get(second)
+            point[name] = value * scale / below if below else None
+        elif how == _TOTAL:
+            point[name] = int(round(value))
+        else:
+            point[name] = float(value)
+    if entity.kind not in NODE_KINDS and (entity.cpu_capacity_cores or entity.memory_capacity_bytes):
         _capacity_from_node(point, entity)
     return point
 
 
+@functools.cache
+def _point_keys(fields: tuple[str, ...]) -> tuple[str, ...]:
+    return ("time", "coverage", *fields)
+
+
+_RATE, _RATIO, _TOTAL = catalogue.RATE, catalogue.RATIO, catalogue.TOTAL
+
+
+@functools.cache
+def _rules(kind: str, fields: Fields = None) -> tuple[tuple[str, str, str, str, float], ...]:
+    """Per metric of a kind (in `fields`): (field, how, column, second column or "", scale)."""
+    return tuple(
+        (m.name, m.point, m.columns[0].name, m.columns[-1].name if len(m.columns) > 1 else "", m.scale)
+        for m in catalogue.metrics_of(kind)
+        if fields is None or m.name in fields
+    )
+
+
 def _capacity_from_node(point: dict[str, Any], entity: Entity) -> None:
-    # A pod's share of its node, from the node's current capacity in the inventory.
+    # A pod's share of its node, from the node's current capacity in the inventory (only into
+    # the fields the point has: a caller may have asked for some).
+    values: dict[str, Any] = {}
     if entity.cpu_capacity_cores:
-        point["cpu_capacity_millicores"] = entity.cpu_capacity_cores * 1000.0
-        point["cpu_percent_of_capacity"] = _div(point["cpu_millicores"], point["cpu_capacity_millicores"], 100.0)
+        values["cpu_capacity_millicores"] = entity.cpu_capacity_cores * 1000.0
+        values["cpu_percent_of_capacity"] = _div(point.get("cpu_millicores"), values["cpu_capacity_millicores"], 100.0)
     if entity.memory_capacity_bytes:
-        point["memory_capacity_bytes"] = float(entity.memory_capacity_bytes)
-        point["memory_percent_of_capacity"] = _div(
-            point["memory_working_set_bytes"], point["memory_capacity_bytes"], 100.0
+        values["memory_capacity_bytes"] = float(entity.memory_capacity_bytes)
+        values["memory_percent_of_capacity"] = _div(
+            point.get("memory_working_set_bytes"), values["memory_capacity_bytes"], 100.0
         )
+    for name, value in values.items():
+        if name in point:
+            point[name] = value
 
 
 def series(entity: Entity, window: Window, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -627,16 +577,21 @@ def _points(
     covered: dict[datetime, tuple[float, int]],
     node_count: int,
     now: datetime,
+    fields: Fields = None,
 ) -> list[dict[str, Any]]:
-    """One point per bucket of the window from its sums (and, for groups, its nodes' coverage)."""
+    """One point per bucket of the window from its sums (and, for groups, its nodes' coverage);
+    with `fields`, points carry only those, `time` and `coverage`."""
     step = timedelta(seconds=window.step)
     points = []
     bucket = window.start
     while bucket < window.end:
         if entity.kind in AGGREGATE_KINDS:
-            points.append(_group_point(entity, bucket, window.step, sums.get(bucket), covered.get(bucket), node_count, now))
+            point = _group_point(
+                entity, bucket, window.step, sums.get(bucket), covered.get(bucket), node_count, now, fields
+            )
         else:
-            points.append(point_from_sums(entity, bucket, float(window.step), sums.get(bucket)))
+            point = point_from_sums(entity, bucket, float(window.step), sums.get(bucket), fields=fields)
+        points.append(point)
         bucket += step
     return points
 
@@ -649,6 +604,7 @@ def _group_point(
     covered: tuple[float, int] | None,
     node_count: int,
     now: datetime,
+    fields: Fields = None,
 ) -> dict[str, Any]:
     if covered and covered[1]:
         seconds, reporting = covered
@@ -656,11 +612,11 @@ def _group_point(
         # cadence, and a node silent for the whole bucket lowers coverage, not the rate.
         divisor = seconds / reporting
         coverage = min(1.0, seconds / (max(node_count, reporting) * step))
-        return point_from_sums(entity, bucket, float(step), sums, divisor=divisor, coverage=coverage)
+        return point_from_sums(entity, bucket, float(step), sums, divisor=divisor, coverage=coverage, fields=fields)
     # No node samples (data written without its node's, as some tests and old data do): the
     # bucket's elapsed part, and an unknown coverage.
     elapsed = min(step, max((now - bucket).total_seconds(), 1.0))
-    point = point_from_sums(entity, bucket, float(step), sums, divisor=elapsed)
+    point = point_from_sums(entity, bucket, float(step), sums, divisor=elapsed, fields=fields)
     if sums and sums.get("samples"):
         point["coverage"] = None
     else:
@@ -670,64 +626,35 @@ def _group_point(
 
 # --- latest usage ------------------------------------------------------------------------------
 
-_LATEST_POD_COLUMNS = (
-    "time", "interval_seconds", "cpu_seconds", "memory_working_set_bytes", "disk_read_bytes",
-    "disk_write_bytes", "net_rx_bytes", "net_tx_bytes", "cpu_limit_cores", "memory_limit_bytes",
-)
-_LATEST_NODE_COLUMNS = (
-    "time", "interval_seconds", "cpu_seconds", "memory_working_set_bytes", "disk_read_bytes",
-    "disk_write_bytes", "net_rx_bytes", "net_tx_bytes", "cpu_capacity_cores", "memory_total_bytes",
-)
-
-
-def _sample_sums(row: dict[str, Any]) -> dict[str, Any]:
-    """One raw sample as rollup sums, so it goes through point_from_sums like a bucket."""
-    interval = row["interval_seconds"]
-
-    def weighted(v: Any) -> float | None:
-        return None if v is None else float(v) * interval
-
-    mem = weighted(row["memory_working_set_bytes"])
-    cpu_limit = row.get("cpu_limit_cores")
-    mem_limit = row.get("memory_limit_bytes")
-    return {
-        "samples": 1,
-        "covered_seconds": interval,
-        "cpu_seconds": row["cpu_seconds"],
-        "memory_working_set_byte_seconds": mem,
-        "memory_working_set_max_bytes": row["memory_working_set_bytes"],
-        "max_interval_seconds": interval,
-        "disk_read_bytes": row["disk_read_bytes"],
-        "disk_write_bytes": row["disk_write_bytes"],
-        "net_rx_bytes": row["net_rx_bytes"],
-        "net_tx_bytes": row["net_tx_bytes"],
-        "cpu_limited_seconds": row["cpu_seconds"] if cpu_limit is not None else None,
-        "cpu_limit_core_seconds": weighted(cpu_limit) if row["cpu_seconds"] is not None else None,
-        "memory_limited_byte_seconds": mem if mem_limit is not None else None,
-        "memory_limit_byte_seconds": weighted(mem_limit) if mem is not None else None,
-        "cpu_capacity_core_seconds": weighted(row.get("cpu_capacity_cores")),
-        "memory_total_byte_seconds": weighted(row.get("memory_total_bytes")),
-    }
-
-
-def _latest_raw(table: str, key: str, ids: list[int], columns: tuple[str, ...], since: datetime) -> dict[int, dict[str, Any]]:
+def _latest_raw(kind: str, ids: list[int], since: datetime) -> dict[int, dict[str, Any]]:
+    """The newest sample of each id within the lookback, as the catalogue sums of one sample
+    (so it goes through point_from_sums like a bucket), plus its time and interval."""
     if not ids:
         return {}
+    (key,) = _KEY_COLUMNS[kind]
+    columns = _columns(kind)
+    sums = ", ".join(f"{c.one_sample()} AS {c.name}" for c in columns)
     # One index probe per id on the (key, time) unique index, newest chunk first: no scan, and
     # the time bound lets TimescaleDB skip all but the newest chunks.
-    cols = ", ".join(f"s.{c}" for c in columns)
     sql = (
-        f"SELECT k.id, {cols} FROM unnest(%s::bigint[]) AS k(id) "
-        f"CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {key} = k.id AND time >= %s "
-        f"ORDER BY time DESC LIMIT 1) s"
+        f"SELECT k.id, s.* FROM unnest(%s::bigint[]) AS k(id) "
+        f"CROSS JOIN LATERAL (SELECT time, interval_seconds, {sums} FROM {_RAW_TABLE[kind]} "
+        f"WHERE {key} = k.id AND time >= %s ORDER BY time DESC LIMIT 1) s"
     )
+    names = ("time", "interval_seconds", *(c.name for c in columns))
     with connection.cursor() as cursor:
         cursor.execute(sql, [list(ids), since])
-        return {row[0]: dict(zip(columns, row[1:])) for row in cursor.fetchall()}
+        result = {}
+        for row in cursor.fetchall():
+            values: dict[str, Any] = dict.fromkeys(SUM_NAMES)
+            values.update(zip(names, row[1:]))
+            values["max_interval_seconds"] = values["interval_seconds"]
+            result[row[0]] = values
+        return result
 
 
 def usage_from_sample(entity: Entity, row: dict[str, Any]) -> dict[str, Any]:
-    usage = point_from_sums(entity, row["time"], row["interval_seconds"], _sample_sums(row))
+    usage = point_from_sums(entity, row["time"], row["interval_seconds"], row)
     usage["interval_seconds"] = row["interval_seconds"]
     return usage
 
@@ -736,7 +663,7 @@ def latest_pods(pods: Iterable[Any], now: datetime | None = None) -> dict[int, d
     """Newest usage of each pod (objects with id and node capacities), keyed by pod id."""
     pods = list(pods)
     since = (now or timezone.now()) - LATEST_LOOKBACK
-    rows = _latest_raw("metrics_podsample", "pod_id", [p.id for p in pods], _LATEST_POD_COLUMNS, since)
+    rows = _latest_raw("pod", [p.id for p in pods], since)
     result = {}
     for pod in pods:
         if pod.id in rows:
@@ -748,7 +675,7 @@ def latest_pods(pods: Iterable[Any], now: datetime | None = None) -> dict[int, d
 
 def latest_nodes(ids: list[int], now: datetime | None = None) -> dict[int, dict[str, Any]]:
     since = (now or timezone.now()) - LATEST_LOOKBACK
-    rows = _latest_raw("metrics_nodesample", "node_id", ids, _LATEST_NODE_COLUMNS, since)
+    rows = _latest_raw("node", ids, since)
     return {i: usage_from_sample(Entity("node", (i,)), row) for i, row in rows.items()}
 
 
@@ -768,11 +695,11 @@ def latest_groups(kind: str, keys: list[tuple[str, ...]], now: datetime | None =
     cols = _KEY_COLUMNS[kind]
     arrays = ", ".join("%s::text[]" for _ in cols)
     match = " AND ".join(f"r.{c} = k.{c}" for c in cols)
-    names = [c for c in SUM_COLUMNS if c not in _NODE_ONLY]
+    names = [c.name for c in _columns(kind)]
     sums = ", ".join(f"r.{c}" for c in names)
     since = now - LATEST_BUCKET_LOOKBACK
     sql = (
-        f"SELECT {', '.join('k.' + c for c in cols)}, r.bucket, {sums}, r.memory_working_set_max_bytes "
+        f"SELECT {', '.join('k.' + c for c in cols)}, r.bucket, {sums} "
         f"FROM unnest({arrays}) AS k({', '.join(cols)}) "
         f"JOIN {rollup_relation(kind, '1m')} r ON {match} "
         "WHERE r.bucket >= %s AND r.bucket <= %s ORDER BY r.bucket DESC"
@@ -790,9 +717,8 @@ def latest_groups(kind: str, keys: list[tuple[str, ...]], now: datetime | None =
         if key in result:
             continue
         bucket = row[len(cols)]
-        values: dict[str, Any] = dict.fromkeys(SUM_COLUMNS + MAX_COLUMNS)
+        values: dict[str, Any] = dict.fromkeys(SUM_NAMES)
         values.update(zip(names, row[len(cols) + 1 :]))
-        values["memory_working_set_max_bytes"] = row[-1]
         entity = Entity(kind, key)
         node_ids = nodes_of.get(key, set())
         covers = [per_node[(n, bucket)] for n in node_ids if (n, bucket) in per_node]
@@ -848,11 +774,12 @@ def _where_many(kind: str, keys: list[tuple[Any, ...]]) -> tuple[str, list[Any]]
 
 
 def series_many(
-    entities: list[Entity], window: Window, now: datetime | None = None
+    entities: list[Entity], window: Window, now: datetime | None = None, fields: Fields = None
 ) -> list[list[dict[str, Any]]]:
     """The series of many entities of one kind, in their order, with a fixed number of queries
     (one for the sums, and for namespaces and Deployments one for their nodes and one for those
-    nodes' coverage), whatever their number. Each equals series() of that entity."""
+    nodes' coverage), whatever their number. Each equals series() of that entity. `fields`
+    (point field names) limits the sums read and the points to those fields."""
     if not entities:
         return []
     kind = entities[0].kind
@@ -863,18 +790,16 @@ def series_many(
     keys = [e.key for e in entities]
     where, key_params = _where_many(kind, keys)
     if window.source == "raw":
-        terms = _raw_terms(kind)
-        sql = _raw_spread_sql(_RAW_TABLE[kind], where, terms, group=cols)
-        names: tuple[str, ...] = ("samples", *terms, *MAX_COLUMNS)
+        sql, names = _raw_spread_sql(kind, where, group=cols, fields=fields)
         params = [window.step, EPOCH, *key_params, window.start - MAX_INTERVAL, window.end, window.start, window.end]
     else:
-        sql = _rollup_select(kind, window.source, where, group=cols)
-        names = SUM_COLUMNS + MAX_COLUMNS
+        sql = _rollup_select(kind, window.source, where, group=cols, fields=fields)
+        names = _rollup_names(kind, fields)
         params = [window.step, EPOCH, *key_params, window.start, window.end]
     sums: dict[tuple[Any, ...], dict[datetime, dict[str, Any]]] = {}
     for row in _fetch(sql, params, parallel=window.source == "raw"):
-        values: dict[str, Any] = dict.fromkeys(SUM_COLUMNS + MAX_COLUMNS)
-        values.update(zip(names, row[1 + len(cols):]))
+        # Sums an entity lacks are simply absent: point_from_sums reads them with get().
+        values = dict(zip(names, row[1 + len(cols):]))
         sums.setdefault(tuple(row[1 : 1 + len(cols)]), {})[row[0]] = values
     nodes_of: dict[tuple[Any, ...], set[int]] = {}
     per_node: dict[tuple[int, datetime], float] = {}
@@ -882,11 +807,21 @@ def series_many(
         nodes_of = _group_nodes_in(kind, keys, window)
         per_node = node_coverage_by_node(sorted({n for ns in nodes_of.values() for n in ns}), window)
     result = []
+    # Many groups share their nodes (every Deployment spread over the same few): sum once per set.
+    coverage_of: dict[frozenset[int], dict[datetime, tuple[float, int]]] = {}
+    by_node: dict[int, list[tuple[datetime, float]]] = {}
+    for (node, bucket), seconds in per_node.items():
+        by_node.setdefault(node, []).append((bucket, seconds))
     for entity in entities:
         key = tuple(entity.key)
         nodes = nodes_of.get(key, set())
-        covered = _sum_coverage(per_node, nodes) if kind in AGGREGATE_KINDS else {}
-        result.append(_points(entity, window, sums.get(key, {}), covered, len(nodes), now))
+        covered: dict[datetime, tuple[float, int]] = {}
+        if kind in AGGREGATE_KINDS:
+            node_set = frozenset(nodes)
+            if node_set not in coverage_of:
+                coverage_of[node_set] = _sum_node_coverage(by_node, node_set)
+            covered = coverage_of[node_set]
+        result.append(_points(entity, window, sums.get(key, {}), covered, len(nodes), now, fields))
     return result
 
 
@@ -907,19 +842,8 @@ def _group_nodes_in(kind: str, keys: list[tuple[Any, ...]], window: Window) -> d
     return nodes
 
 
-_LATEST_CONTAINER_COLUMNS = (
-    "time", "interval_seconds", "cpu_seconds", "memory_working_set_bytes", "disk_read_bytes",
-    "disk_write_bytes", "cpu_limit_cores", "memory_limit_bytes",
-)
-
-
 def latest_containers(ids: list[int], now: datetime | None = None) -> dict[int, dict[str, Any]]:
     """Newest sample of each container within the lookback, keyed by container id."""
     since = (now or timezone.now()) - LATEST_LOOKBACK
-    rows = _latest_raw("metrics_containersample", "container_id", ids, _LATEST_CONTAINER_COLUMNS, since)
-    result = {}
-    for i, row in rows.items():
-        row.setdefault("net_rx_bytes", None)
-        row.setdefault("net_tx_bytes", None)
-        result[i] = usage_from_sample(Entity("container", (i,)), row)
-    return result
+    rows = _latest_raw("container", ids, since)
+    return {i: usage_from_sample(Entity("container", (i,)), row) for i, row in rows.items()}

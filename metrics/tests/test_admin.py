@@ -202,3 +202,17 @@ def test_the_revoke_action_says_how_long_ingest_may_still_accept_the_token(staff
         follow=True,
     )
     assert "ingest refuses them within 10 s" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "model, entity", [(NodeSample, "node"), (PodSample, "pod"), (ContainerSample, "container")]
+)
+def test_sample_lists_show_the_catalogue_columns(staff, data, model, entity):
+    from metrics import catalogue
+
+    fields = catalogue.sample_fields(entity)
+    assert {"cpu_seconds", "psi_cpu_some_seconds", "gpu_utilization_percent"} <= set(fields)
+    response = staff.get(reverse(f"admin:metrics_{model._meta.model_name}_changelist"))
+    assert response.status_code == 200
+    for name in fields:
+        assert f"column-{name}" in response.content.decode(), name

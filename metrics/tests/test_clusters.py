@@ -13,7 +13,7 @@ from django.test import Client
 
 
 from metrics.models import ApiToken, Cluster, Node, NodeSample, PodSample
-from metrics.tests.factories_ingest import batch, rfc3339, tick
+from metrics.tests.factories import batch, rfc3339, tick
 from metrics.tests.ingest_helpers import post
 from metrics.tokens import create_token
 
@@ -163,7 +163,7 @@ def test_an_unknown_cluster_is_a_404(two_clusters):
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_puts_existing_nodes_into_the_default_cluster():
     executor = MigrationExecutor(connection)
-    executor.migrate([("metrics", "0004_drop_redundant_sample_fk_indexes")])
+    executor.migrate([("metrics", "0005_catalogue_rollups")])
     try:
         with connection.cursor() as cursor:
             cursor.execute(

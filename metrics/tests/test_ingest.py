@@ -13,7 +13,7 @@ import pytest
 from django.test import override_settings
 
 from metrics.models import Container, ContainerSample, Node, NodeSample, Pod, PodSample
-from metrics.tests.factories_ingest import NodeBatches, rfc3339, tick
+from metrics.tests.factories import NodeBatches, rfc3339, tick
 from metrics.tests.ingest_helpers import post
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from metrics.models import ApiToken, NodeSample
-from metrics.tests.factories_ingest import NodeBatches, tick
+from metrics.tests.factories import NodeBatches, tick
 from metrics.tests.ingest_helpers import post
 from metrics.tokens import create_token
 

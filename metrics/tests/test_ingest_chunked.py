@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from metrics.models import ApiToken, NodeSample
-from metrics.tests.factories_ingest import batch, tick
+from metrics.tests.factories import batch, tick
 from metrics.tests.gunicorn_server import Gunicorn, database_url_of_test_db
 from metrics.tokens import create_token
 

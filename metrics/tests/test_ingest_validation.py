@@ -10,7 +10,7 @@ from typing import Any, Callable
 import pytest
 
 from metrics.models import Node, NodeSample, Pod, PodSample
-from metrics.tests.factories_ingest import NodeBatches, rfc3339, tick
+from metrics.tests.factories import NodeBatches, rfc3339, tick
 from metrics.tests.ingest_helpers import post
 
 pytestmark = pytest.mark.django_db

@@ -240,12 +240,38 @@ def test_one_request_returns_the_series_of_every_deployment_of_a_namespace(clust
     assert [s["name"] for s in named.json()["series"]] == ["ops", "shop"]
 
 
+def test_fields_limit_the_points_to_those_fields_with_the_same_values(cluster, client, settings):
+    settings.ALLOW_ANONYMOUS_READS = True
+    start = (cluster["first"] + timedelta(minutes=5)).isoformat()
+    end = (cluster["first"] + timedelta(minutes=35)).isoformat()
+    for step in (45, 60):
+        params = {"kind": "deployment", "namespace": "shop", "start": start, "end": end, "step": step}
+        full = client.get("/api/series/", params).json()["series"][0]["points"]
+        few = client.get("/api/series/", params | {"fields": "memory_working_set_bytes,cpu_millicores"}).json()
+        points = few["series"][0]["points"]
+        assert set(points[0]) == {"time", "coverage", "cpu_millicores", "memory_working_set_bytes"}
+        assert points == [{k: p[k] for k in points[0]} for p in full]
+        assert any(p["cpu_millicores"] for p in points)
+
+
+def test_one_request_without_a_namespace_returns_every_namespaces_deployments(cluster, client, settings):
+    settings.ALLOW_ANONYMOUS_READS = True
+    start = (cluster["first"] + timedelta(minutes=5)).isoformat()
+    end = (cluster["first"] + timedelta(minutes=35)).isoformat()
+    params = {"kind": "deployment", "start": start, "end": end, "step": 60}
+    body = client.get("/api/series/", params).json()
+    assert [(s["namespace"], s["name"]) for s in body["series"]] == [("ops", "mon"), ("shop", "web")]
+    one = client.get("/api/series/", params | {"namespace": "shop"}).json()["series"][0]
+    assert body["series"][1]["points"] == one["points"]
+
+
 @pytest.mark.parametrize("params, field", [
     ({"window": 600}, "kind"),
     ({"kind": "cow", "window": 600}, "kind"),
     ({"kind": "pod"}, "window"),
-    ({"kind": "deployment", "window": 600}, "namespace"),
+    ({"kind": "pod", "window": 600}, "namespace"),
     ({"kind": "namespace", "window": -5}, "window"),
+    ({"kind": "namespace", "window": 600, "fields": "cpu_millicores,cpu_bogus"}, "fields"),
 ])
 def test_a_bad_many_series_request_is_a_400_naming_the_parameter(db, client, settings, params, field):
     settings.ALLOW_ANONYMOUS_READS = True

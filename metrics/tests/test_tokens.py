@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from metrics.models import ApiToken
-from metrics.tests.factories_ingest import NodeBatches, tick
+from metrics.tests.factories import NodeBatches, tick
 from metrics.tests.ingest_helpers import post
 from metrics.tokens import LAST_USED_RESOLUTION, create_token, lookup_token, split_token
 

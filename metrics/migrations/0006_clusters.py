@@ -23,7 +23,7 @@ def assign_default_cluster(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("metrics", "0004_drop_redundant_sample_fk_indexes"),
+        ("metrics", "0005_catalogue_rollups"),
     ]
 
     operations = [
