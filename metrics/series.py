@@ -270,7 +270,7 @@ def _raw_spread_sql(
     keys = "".join(f", {c}" for c in group)
     names = (*(c.name for c in columns), *MAX_COLUMNS)
     return (
-        f"SELECT b{keys}, {aggregates}, max(interval_seconds) AS max_interval_seconds "
+        f"SELECT extract(epoch FROM b)::float8{keys}, {aggregates}, max(interval_seconds) AS max_interval_seconds "
         "FROM (SELECT s.*, g.b, g.b = g.first_b AS first, "
         "extract(epoch FROM least(s.time + s.interval_seconds * interval '1 second', g.b + g.w) "
         "- greatest(s.time, g.b))::float8 AS ov "
@@ -312,7 +312,8 @@ def _rollup_select(
     keys = "".join(f", {c}" for c in group)
     positions = "".join(f", {i + 2}" for i in range(len(group)))
     return (
-        f"SELECT date_bin(%s * interval '1 second', bucket, %s) AS b{keys}, {', '.join(parts)} "
+        f"SELECT extract(epoch FROM date_bin(%s * interval '1 second', bucket, %s))::float8 AS b{keys}, "
+        f"{', '.join(parts)} "
         f"FROM {rollup_relation(kind, resolution)} "
         f"WHERE {where} AND bucket >= %s AND bucket < %s GROUP BY 1{positions} ORDER BY 1"
     )
@@ -320,6 +321,20 @@ def _rollup_select(
 
 def _rollup_names(kind: str, fields: Fields = None) -> tuple[str, ...]:
     return (*(c.name for c in _columns(kind, fields)), *MAX_COLUMNS)
+
+
+class _Buckets:
+    """Bucket starts from the epoch seconds the queries return: a window has few distinct buckets
+    and many rows, and parsing a timestamptz per row cost more than the sums (bench/query.py)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[float, datetime] = {}
+
+    def __call__(self, seconds: float) -> datetime:
+        moment = self.seen.get(seconds)
+        if moment is None:
+            moment = self.seen[seconds] = EPOCH + timedelta(seconds=seconds)
+        return moment
 
 
 def _fetch(sql: str, params: list[Any], *, parallel: bool) -> list[tuple[Any, ...]]:
@@ -353,10 +368,11 @@ def fetch_sums(entity: Entity, window: Window) -> dict[datetime, dict[str, Any]]
         params = [window.step, EPOCH, *key_params, window.start, window.end]
     rows = _fetch(sql, params, parallel=window.source == "raw")
     result = {}
+    at = _Buckets()
     for row in rows:
         sums = dict.fromkeys(SUM_NAMES)
         sums.update(zip(names, row[1:]))
-        result[row[0]] = sums
+        result[at(row[0])] = sums
     return result
 
 
@@ -389,7 +405,7 @@ def node_coverage_by_node(node_ids: list[int], window: Window) -> dict[tuple[int
         return {}
     if window.source == "raw":
         inner = (
-            "SELECT b, node_id, sum(ov) AS cov FROM (SELECT s.node_id, gb AS b, "
+            "SELECT extract(epoch FROM b)::float8, node_id, sum(ov) AS cov FROM (SELECT s.node_id, gb AS b, "
             "extract(epoch FROM least(s.time + s.interval_seconds * interval '1 second', "
             "gb + %s * interval '1 second') - greatest(s.time, gb))::float8 AS ov "
             "FROM metrics_nodesample s CROSS JOIN LATERAL generate_series("
@@ -405,13 +421,14 @@ def node_coverage_by_node(node_ids: list[int], window: Window) -> dict[tuple[int
         ]
     else:
         inner = (
-            "SELECT date_bin(%s * interval '1 second', bucket, %s) AS b, node_id, "
+            "SELECT extract(epoch FROM date_bin(%s * interval '1 second', bucket, %s))::float8, node_id, "
             f"sum(covered_seconds)::float8 AS cov FROM {rollup_relation('node', window.source)} "
             "WHERE node_id = ANY(%s) AND bucket >= %s AND bucket < %s GROUP BY 1, 2"
         )
         params = [window.step, EPOCH, node_ids, window.start, window.end]
     rows = _fetch(inner, params, parallel=False)
-    return {(row[1], row[0]): min(float(window.step), float(row[2])) for row in rows}
+    at = _Buckets()
+    return {(row[1], at(row[0])): min(float(window.step), float(row[2])) for row in rows}
 
 
 def node_coverage(node_ids: list[int], window: Window) -> dict[datetime, tuple[float, int]]:
@@ -797,10 +814,11 @@ def series_many(
         names = _rollup_names(kind, fields)
         params = [window.step, EPOCH, *key_params, window.start, window.end]
     sums: dict[tuple[Any, ...], dict[datetime, dict[str, Any]]] = {}
+    at = _Buckets()
     for row in _fetch(sql, params, parallel=window.source == "raw"):
         # Sums an entity lacks are simply absent: point_from_sums reads them with get().
         values = dict(zip(names, row[1 + len(cols):]))
-        sums.setdefault(tuple(row[1 : 1 + len(cols)]), {})[row[0]] = values
+        sums.setdefault(tuple(row[1 : 1 + len(cols)]), {})[at(row[0])] = values
     nodes_of: dict[tuple[Any, ...], set[int]] = {}
     per_node: dict[tuple[int, datetime], float] = {}
     if kind in AGGREGATE_KINDS:
