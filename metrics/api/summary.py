@@ -61,7 +61,7 @@ class MemoryUsageSerializer(serializers.Serializer):
     pods_percent_of_requests = serializers.FloatField(required=False, **_F)
 
 
-class GpuUsageSerializer(serializers.Serializer):
+class SummaryGpuUsageSerializer(serializers.Serializer):
     nodes_with_gpu = serializers.IntegerField()
     utilization_percent_sum = serializers.FloatField(help_text="Summed over GPUs: 250 = 2.5 GPUs busy.")
     memory_used_bytes = serializers.IntegerField()
@@ -74,7 +74,7 @@ class SummaryUsageSerializer(serializers.Serializer):
     coverage = serializers.FloatField(**_F)
     cpu = CpuUsageSerializer()
     memory = MemoryUsageSerializer()
-    gpu = GpuUsageSerializer(required=False, help_text="The reporting nodes' newest samples; only when a node has a GPU.")
+    gpu = SummaryGpuUsageSerializer(required=False, help_text="The reporting nodes' newest samples; only when a node has a GPU.")
 
 
 class ClusterSummarySerializer(serializers.Serializer):
