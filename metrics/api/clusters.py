@@ -120,7 +120,7 @@ class ClustersViewSet(ReadViewSet):
     """Every cluster, each the sum of its own nodes; see `/api/cluster/` for a single cluster."""
 
     queryset = Cluster.objects.all()
-    serializer_class = s.ClusterSerializer
+    serializer_class = s.ClusterItemSerializer
     lookup_field = "name"
     lookup_url_kwarg = "cluster"
 

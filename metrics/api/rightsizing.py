@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema_serializer, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -93,6 +93,8 @@ class WasteItemSerializer(SizingSerializer):
     )
 
 
+# A `list` action answering one object, not an array (found by schemathesis).
+@extend_schema_serializer(many=False)
 class WasteListSerializer(serializers.Serializer):
     start = serializers.DateTimeField()
     end = serializers.DateTimeField()

@@ -218,9 +218,9 @@ class DeploymentDetailSerializer(SeriesMixin, DeploymentSerializer):
     pass
 
 
-# The cluster's `list` answers one object, not an array of them (found by schemathesis).
-@extend_schema_serializer(many=False)
-class ClusterSerializer(serializers.Serializer):
+class ClusterItemSerializer(serializers.Serializer):
+    """A cluster as an item of /api/clusters/ (a paged list)."""
+
     url = serializers.SerializerMethodField()
     name = serializers.CharField(
         help_text="The cluster's name: the collectors' CLUSTER_NAME, or the server's for batches naming none."
@@ -240,6 +240,12 @@ class ClusterSerializer(serializers.Serializer):
         path = reverse("clusters-detail", kwargs={"cluster": obj["name"]})
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request else path
+
+
+# /api/cluster/'s `list` answers one object, not an array of them (found by schemathesis).
+@extend_schema_serializer(many=False)
+class ClusterSerializer(ClusterItemSerializer):
+    pass
 
 
 class EntitySeriesSerializer(serializers.Serializer):

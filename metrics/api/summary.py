@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema_serializer, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -89,6 +89,8 @@ class ClusterSummarySerializer(serializers.Serializer):
     usage = SummaryUsageSerializer()
 
 
+# A `list` action answering one object, not an array (found by schemathesis).
+@extend_schema_serializer(many=False)
 class SummarySerializer(serializers.Serializer):
     time = serializers.DateTimeField(help_text="When the summary was made.")
     newest_sample = serializers.DateTimeField(**_F)
@@ -188,6 +190,8 @@ class TotalsSerializer(serializers.Serializer):
         return fields
 
 
+# A `list` action answering one object, not an array (found by schemathesis).
+@extend_schema_serializer(many=False)
 class StatisticsSerializer(serializers.Serializer):
     cluster = serializers.CharField(allow_null=True, help_text="The cluster asked for; null: every node.")
     hours = serializers.IntegerField()
