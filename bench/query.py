@@ -20,6 +20,9 @@
    at the auto step (300 s, from the 1-minute rollups), the dashboard's and alert evaluation's
    read, through Django's test client (auth, view, series_many, serialization, JSON), with every
    point field and with the two the dashboard asks for (`fields=`). Goal: p95 <= 150 ms.
+5. Times /api/summary/ and /api/statistics/?hours=24 as their views build and render them,
+   30 s after the data ends. Goal: p95 <= 100 ms. Then, for scale, the right-sizing list over a
+   day and one Deployment's right-sizing over a week.
 
 The data ends at the full hour before the first load (kept in the database), so every window is
 fully materialized and a rerun days later measures the same data (raw retention is lifted for
@@ -257,6 +260,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=DAYS,
                         help="days of data to load (fewer loads quicker; the 7 d cases then read what there is)")
     parser.add_argument("--skip-refresh", action="store_true")
+    parser.add_argument("--overview-only", action="store_true",
+                        help="time only /api/summary/, /api/statistics/ and right-sizing (data loaded before)")
     parser.add_argument("--tiny", action="store_true",
                         help="a few seconds' smoke run: 2 pods x 1 hour, 3 repetitions (checks the bench still runs)")
     args = parser.parse_args()
@@ -301,6 +306,16 @@ def main() -> None:
                         cur.execute(f"ANALYZE metrics_rollup_{entity}_{resolution}_mat")
 
     from metrics.models import Pod
+
+    if args.overview_only:
+        print(f"\nload average before timing: {os.getloadavg()}")
+        overview = time_overview(anchor, args.reps)
+        time_rightsizing(anchor, min(args.reps, 5))
+        worst_overview = max(pct(t, 0.95) for t in overview.values())
+        print(f"worst p95 summary / statistics: {worst_overview:.1f} ms (goal <= 100 ms): "
+              f"{'met' if worst_overview <= 100 else 'NOT met'}")
+        print(f"load average after: {os.getloadavg()}")
+        return
 
     namespaces = sorted({(ns,) for ns in Pod.objects.values_list("namespace", flat=True)})
     deployments = sorted(set(Pod.objects.exclude(deployment=None).values_list("namespace", "deployment")))
@@ -362,6 +377,8 @@ def main() -> None:
     few = time_many_deployments(client, anchor, len(deployments), args.reps, fields=DASHBOARD_FIELDS)
     print(f"{'  the same, fields=cpu,memory':<34} {len(few):>4} "
           f"{statistics.median(few):>9.1f} {pct(few, 0.95):>9.1f} {max(few):>9.1f}")
+    overview = time_overview(anchor, args.reps)
+    time_rightsizing(anchor, min(args.reps, 5))
 
     worst = max(pct(t, 0.95) for n, t in results.items() if not n.endswith("raw"))
     print(f"\nworst p95 from rollups: {worst:.1f} ms (goal <= 50 ms): {'met' if worst <= 50 else 'NOT met'}")
@@ -369,8 +386,10 @@ def main() -> None:
     print(f"one /api/series/ request for {len(deployments)} Deployments over 24 h: p95 {many_p95:.1f} ms "
           f"(goal <= 150 ms): {'met' if many_p95 <= 150 else 'NOT met'}; with fields=cpu,memory: "
           f"p95 {pct(few, 0.95):.1f} ms")
+    worst_overview = max(pct(t, 0.95) for t in overview.values())
+    print(f"worst p95 summary / statistics: {worst_overview:.1f} ms (goal <= 100 ms): "
+          f"{'met' if worst_overview <= 100 else 'NOT met'}")
     print(f"load average after: {os.getloadavg()}")
-
 
 # What the dashboard's sparklines ask for.
 DASHBOARD_FIELDS = "cpu_millicores,memory_working_set_bytes"
@@ -396,6 +415,61 @@ def time_many_deployments(client, anchor: datetime, expected: int, reps: int, fi
         last = body["series"][0]["points"][-1]
         assert last["cpu_millicores"] is not None, last
     return times
+
+
+def time_overview(anchor: datetime, reps: int) -> dict[str, list[float]]:
+    """/api/summary/ and /api/statistics/?hours=24 as their views build and render them, at a
+    moment 30 s after the data ends (the HTTP path would look at the real now, past the data)."""
+    from rest_framework.renderers import JSONRenderer
+
+    from metrics import statistics as hourly, summary
+    from metrics.api.summary import SummarySerializer
+
+    now = anchor + timedelta(seconds=30)
+    render = JSONRenderer().render
+    # What each view does: build, serialize (summary) and render to JSON.
+    cases = {
+        "summary /api/summary/": lambda: render(SummarySerializer(summary.summary(now)).data),
+        "statistics ?hours=24": lambda: render(hourly.statistics(24, now=now)),
+    }
+    results = {}
+    for name, call in cases.items():
+        data = call()  # one untimed run warms the plan cache
+        assert data, name
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t0) * 1000)
+        results[name] = times
+        print(f"{name:<34} {len(times):>4} {statistics.median(times):>9.1f} "
+              f"{pct(times, 0.95):>9.1f} {max(times):>9.1f}", flush=True)
+    return results
+
+
+def time_rightsizing(anchor: datetime, reps: int) -> None:
+    """The cluster-wide right-sizing list over a day and one Deployment over a week, for scale
+    (no goal): percentiles over every replica-minute of the 1-minute rollup."""
+    from metrics import rightsizing
+    from metrics.models import Pod
+
+    now = anchor + timedelta(seconds=30)
+    dep = Pod.objects.exclude(deployment=None).values_list("namespace", "deployment").first()
+    cases = {
+        "rightsizing list 24 h": lambda: rightsizing.waste_list(86400, now=now),
+        "rightsizing Deployment 7 d": lambda: rightsizing.for_pods(
+            Pod.objects.filter(namespace=dep[0], deployment=dep[1]), 7 * 86400, now=now
+        ),
+    }
+    for name, call in cases.items():
+        call()
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t0) * 1000)
+        print(f"{name:<34} {len(times):>4} {statistics.median(times):>9.1f} "
+              f"{pct(times, 0.95):>9.1f} {max(times):>9.1f}", flush=True)
 
 
 def series_source(step: int) -> str:

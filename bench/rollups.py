@@ -89,6 +89,7 @@ def main() -> None:
     from django.utils import timezone
 
     from metrics import backend, rollups
+    from metrics.models import default_cluster_id
     from metrics.tests.factories import reset_rollups
 
     call_command("migrate", verbosity=0)
@@ -99,9 +100,9 @@ def main() -> None:
             "metrics_container, metrics_pod, metrics_node CASCADE"
         )
         cursor.execute(
-            "INSERT INTO metrics_node (name, first_seen, last_seen, collector_info) "
-            "SELECT 'node-' || n, now(), now(), '{}' FROM generate_series(1, %s) n",
-            [args.nodes],
+            "INSERT INTO metrics_node (name, first_seen, last_seen, collector_info, cluster_id) "
+            "SELECT 'node-' || n, now(), now(), '{}', %s FROM generate_series(1, %s) n",
+            [default_cluster_id(), args.nodes],
         )
         cursor.execute(
             """

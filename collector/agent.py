@@ -161,6 +161,8 @@ def run(config: Config, sink: Any = None, collector: Collector | None = None,
                         snap.monotonic - previous.monotonic)
         else:
             batch = build_batch(previous, snap, node, metadata.get, interval, sink.warnings())
+            if config.cluster_name:
+                batch["cluster"] = config.cluster_name
             deadline = time.monotonic() + max(interval - SEND_MARGIN, interval / 2) - (
                 time.time() - tick)
             sink.deliver(batch, deadline)

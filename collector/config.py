@@ -29,6 +29,8 @@ OPTIONS: tuple[Option, ...] = (
            "File holding the ingest token; re-read when it changes (wins over --token)."),
     Option("--node-name", "NODE_NAME", "",
            "Node name reported in batches (downward API spec.nodeName); default: the hostname."),
+    Option("--cluster-name", "CLUSTER_NAME", "",
+           "Cluster name sent in batches (field `cluster`); empty: the server's default cluster."),
     Option("--interval", "KUBEMONITOR_INTERVAL", 10.0,
            "Seconds between samples; ticks fall on multiples of it on the wall clock.", float),
     Option("--proc-root", "KUBEMONITOR_PROC_ROOT", "/proc", "Where the host's /proc is mounted."),
@@ -63,6 +65,7 @@ class Config:
     token: str = ""
     token_file: str = ""
     node_name: str = ""
+    cluster_name: str = ""
     interval: float = 10.0
     proc_root: str = "/proc"
     sys_root: str = "/sys"

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db.models import Max, Min, Model, QuerySet
+from django.db.models import Count, Max, Min, Model, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -21,6 +21,7 @@ from django.utils.functional import cached_property
 from metrics import catalogue
 from metrics.models import (
     ApiToken,
+    Cluster,
     Container,
     ContainerSample,
     Node,
@@ -269,11 +270,30 @@ class ServingSampleAdmin(SampleAdmin):
 # --- inventory ---------------------------------------------------------------------------------
 
 
+@admin.register(Cluster)
+class ClusterAdmin(admin.ModelAdmin):
+    """Renaming a cluster is safe (nodes and tokens refer to it by id); deleting one is refused
+    while nodes or tokens belong to it."""
+
+    list_display = ("name", "node_count", "created")
+    search_fields = ("name",)
+    readonly_fields = ("created",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Counted over the node inventory, never over samples.
+        return super().get_queryset(request).annotate(_nodes=Count("nodes"))
+
+    @admin.display(description="nodes", ordering="_nodes")
+    def node_count(self, obj: Cluster) -> int:
+        return getattr(obj, "_nodes", 0)
+
+
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
-    list_display = ("name", "cpu_capacity_cores", "memory_total_bytes", "first_seen", "last_seen")
+    list_display = ("name", "cluster", "cpu_capacity_cores", "memory_total_bytes", "first_seen", "last_seen")
+    list_select_related = ("cluster",)
     search_fields = ("name",)
-    list_filter = ("last_seen",)
+    list_filter = ("cluster", "last_seen")
     date_hierarchy = "last_seen"
 
 
@@ -319,16 +339,17 @@ class ApiTokenAdmin(admin.ModelAdmin):
     The digest is never shown: it is useless to an operator and only helps an attacker.
     """
 
-    list_display = ("name", "scope", "prefix", "created", "last_used", "revoked")
-    list_filter = ("scope", ("revoked", admin.EmptyFieldListFilter), "created")
+    list_display = ("name", "scope", "cluster", "prefix", "created", "last_used", "revoked")
+    list_select_related = ("cluster",)
+    list_filter = ("scope", "cluster", ("revoked", admin.EmptyFieldListFilter), "created")
     search_fields = ("name", "prefix")
     date_hierarchy = "created"
     actions = ["revoke"]
 
     def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:  # type: ignore[override]
         if obj is None:
-            return ["name", "scope"]
-        return ["name", "scope", "prefix", "created", "last_used", "revoked"]
+            return ["name", "scope", "cluster"]
+        return ["name", "scope", "cluster", "prefix", "created", "last_used", "revoked"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
         if obj is None:
@@ -339,7 +360,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        token, plaintext = create_token(obj.name, obj.scope)
+        token, plaintext = create_token(
+            obj.name, obj.scope, obj.cluster if obj.scope == ApiToken.Scope.INGEST else None
+        )
         obj.pk, obj.prefix, obj.digest, obj.created = token.pk, token.prefix, token.digest, token.created
         messages.warning(
             request,

@@ -24,11 +24,40 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import models
+
+
+class Cluster(models.Model):
+    """A Kubernetes cluster: the top of the inventory (cluster > node > pod > container).
+
+    A single-cluster install has one, named CLUSTER_NAME, made when the first node arrives; a
+    collector may name its own (CLUSTER_NAME in the collector's environment). Node names are
+    unique across the clusters of one installation (the read API addresses nodes by name).
+    """
+
+    name = models.CharField(max_length=253, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def default_cluster_id() -> int:
+    """The id of the CLUSTER_NAME cluster, made if missing: the cluster of a node created
+    without one (the ORM default; ingest names the cluster explicitly)."""
+    return Cluster.objects.get_or_create(name=settings.CLUSTER_NAME)[0].pk
 
 
 class Node(models.Model):
     name = models.CharField(max_length=253, unique=True)
+    # PROTECT: deleting a cluster must not silently delete its nodes and their samples.
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.PROTECT, related_name="nodes", default=default_cluster_id
+    )
     first_seen = models.DateTimeField()
     # End of the newest interval received from this node's collector.
     last_seen = models.DateTimeField(db_index=True)
@@ -145,6 +174,12 @@ class ApiToken(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.INGEST)
+    # An ingest token bound to a cluster may write only into that cluster (403 naming `cluster`
+    # otherwise); null: any cluster.
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.PROTECT, null=True, blank=True, related_name="tokens",
+        help_text="Ingest tokens only: the one cluster this token may write into (empty: any).",
+    )
     # Public lookup key, the first part of the token ("km_<prefix>_<secret>").
     prefix = models.CharField(max_length=16, unique=True)
     digest = models.CharField(max_length=64)

@@ -106,6 +106,8 @@ class Entity:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown kind {self.kind!r}")
+        if self.kind == "cluster" and len(self.key) == 1:
+            return  # (cluster_id,): the nodes of one cluster (see _where)
         if len(self.key) != len(_KEY_COLUMNS[self.kind]):
             raise ValueError(f"{self.kind} needs key {_KEY_COLUMNS[self.kind]}")
 
@@ -238,7 +240,13 @@ def _auto_step(span: float, start: datetime, now: datetime) -> int:
 # --- time series -------------------------------------------------------------------------------
 
 
+# A cluster keyed (cluster_id,) is the sum of that cluster's nodes; keyed () of every node.
+_CLUSTER_NODES = "node_id IN (SELECT id FROM metrics_node WHERE cluster_id = %s)"
+
+
 def _where(entity: Entity) -> tuple[str, list[Any]]:
+    if entity.kind == "cluster" and entity.key:
+        return _CLUSTER_NODES, list(entity.key)
     cols = _KEY_COLUMNS[entity.kind]
     return " AND ".join([f"{c} = %s" for c in cols] or ["TRUE"]), list(entity.key)
 
@@ -382,6 +390,8 @@ def group_node_ids(entity: Entity, window: Window) -> list[int]:
         nodes = Node.objects.filter(
             first_seen__lt=window.end, last_seen__gte=window.start - timedelta(minutes=2)
         )
+        if entity.key:
+            nodes = nodes.filter(cluster_id=entity.key[0])
         return sorted(nodes.values_list("id", flat=True))
     pods = Pod.objects.filter(namespace=entity.key[0])
     if entity.kind == "deployment":
@@ -753,14 +763,15 @@ def latest_groups(kind: str, keys: list[tuple[str, ...]], now: datetime | None =
 CLUSTER = Entity("cluster", ())
 
 
-def latest_cluster(now: datetime | None = None) -> dict[str, Any] | None:
+def latest_cluster(now: datetime | None = None, entity: Entity = CLUSTER) -> dict[str, Any] | None:
     """The cluster's newest complete minute (every node that reported lately covered it whole),
-    summed over its nodes; None when no node reported a whole minute within the lookback."""
+    summed over its nodes; None when no node reported a whole minute within the lookback.
+    `entity` is CLUSTER (every node) or Entity("cluster", (cluster_id,))."""
     now = now or timezone.now()
     window = Window(
         start=_floor(now - LATEST_BUCKET_LOOKBACK, 60), end=_floor(now, 60), step=60, source="1m"
     )
-    for point in reversed(series(CLUSTER, window, now=now)):
+    for point in reversed(series(entity, window, now=now)):
         if point["cpu_millicores"] is not None and (point["coverage"] or 0) >= 0.999:
             point["interval_seconds"] = 60.0
             return point

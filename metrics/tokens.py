@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from metrics.models import ApiToken
+from metrics.models import ApiToken, Cluster
 
 TOKEN_PREFIX = "km"
 # last_used is written at most this often, to keep authentication off the write path.
@@ -24,11 +24,18 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(name: str, scope: str = ApiToken.Scope.INGEST) -> tuple[ApiToken, str]:
-    """Create a token and return it with its plaintext, which is never stored."""
+def create_token(
+    name: str, scope: str = ApiToken.Scope.INGEST, cluster: Cluster | None = None
+) -> tuple[ApiToken, str]:
+    """Create a token and return it with its plaintext, which is never stored. An ingest token
+    given a cluster may write only into that cluster."""
+    if cluster is not None and scope != ApiToken.Scope.INGEST:
+        raise ValueError("Only ingest tokens are bound to a cluster.")
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(name=name, scope=scope, prefix=prefix, digest=_digest(secret))
+    token = ApiToken.objects.create(
+        name=name, scope=scope, prefix=prefix, digest=_digest(secret), cluster=cluster
+    )
     return token, f"{TOKEN_PREFIX}_{prefix}_{secret}"
 
 

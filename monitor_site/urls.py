@@ -6,3 +6,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("metrics.urls")),
 ]
+
+# JSON for an unmatched /api/ path, Django's page elsewhere (metrics/notfound.py).
+handler404 = "metrics.notfound.not_found"

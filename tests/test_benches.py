@@ -100,6 +100,10 @@ def test_the_query_bench_prints_percentiles_for_every_case(bench_database: str) 
     assert figure(output, rf"^HTTP series 1 Deployments 24 h\s+\d+\s+{NUMBER}") > 0
     assert figure(output, rf"^one /api/series/ request for 1 Deployments over 24 h: p95 {NUMBER} ms") > 0
     assert figure(output, rf"^one /api/series/ .* with fields=cpu,memory: p95 {NUMBER} ms") > 0
+    assert figure(output, rf"^summary /api/summary/\s+\d+\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$") > 0
+    assert figure(output, rf"^statistics \?hours=24\s+\d+\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$") > 0
+    assert figure(output, rf"^worst p95 summary / statistics: {NUMBER} ms") > 0
+    assert figure(output, rf"^rightsizing list 24 h\s+\d+\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$") > 0
 
 
 @pytest.mark.parametrize("bench_database", ["ingest"], indirect=True)

@@ -71,6 +71,18 @@ def test_dry_run_prints_one_json_batch_per_interval_from_a_fixture_tree() -> Non
     assert "Traceback" not in result.stderr
 
 
+def test_a_named_cluster_goes_into_every_batch_and_no_name_sends_no_field() -> None:
+    tree = V1 / "t1"
+    common = ("--dry-run", "--count", "1", "--interval", "1", "--node-name", "worker-1",
+              "--proc-root", str(tree / "proc"), "--sys-root", str(tree / "sys"), "--metadata", "none")
+    named = run_cli(*common, "--cluster-name", "prod-eu")
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout.splitlines()[0])["cluster"] == "prod-eu"
+    unnamed = run_cli(*common)
+    assert unnamed.returncode == 0, unnamed.stderr
+    assert "cluster" not in json.loads(unnamed.stdout.splitlines()[0])
+
+
 def test_sigterm_stops_the_loop_cleanly() -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     process = subprocess.Popen(

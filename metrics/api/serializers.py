@@ -218,10 +218,13 @@ class DeploymentDetailSerializer(SeriesMixin, DeploymentSerializer):
     pass
 
 
-# The cluster's `list` answers one object, not an array of them (found by schemathesis).
-@extend_schema_serializer(many=False)
-class ClusterSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="CLUSTER_NAME; one cluster per installation.")
+class ClusterItemSerializer(serializers.Serializer):
+    """A cluster as an item of /api/clusters/ (a paged list)."""
+
+    url = serializers.SerializerMethodField()
+    name = serializers.CharField(
+        help_text="The cluster's name: the collectors' CLUSTER_NAME, or the server's for batches naming none."
+    )
     nodes = serializers.IntegerField(help_text="Nodes ever seen.")
     nodes_reporting = serializers.IntegerField(help_text="Nodes with a batch in the last 5 minutes.")
     pods = serializers.IntegerField(help_text="Pods seen in the last 5 minutes.")
@@ -232,6 +235,17 @@ class ClusterSerializer(serializers.Serializer):
         help_text="The newest minute every reporting node covered whole, summed over the nodes.",
     )
     series = SeriesSerializer(required=False)
+
+    def get_url(self, obj: dict[str, Any]) -> str:
+        path = reverse("clusters-detail", kwargs={"cluster": obj["name"]})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+# /api/cluster/'s `list` answers one object, not an array of them (found by schemathesis).
+@extend_schema_serializer(many=False)
+class ClusterSerializer(ClusterItemSerializer):
+    pass
 
 
 class EntitySeriesSerializer(serializers.Serializer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework.routers import APIRootView, DefaultRouter
 
 from metrics.alerts import api as alerts_api
-from metrics.api import gpu_views, schema, views  # noqa: F401  (schema registers the token scheme)
+from metrics.api import clusters, gpu_views, rightsizing, schema, summary, views  # noqa: F401  (schema registers the token scheme)
 from metrics.api.views import NAME_REGEX
 
 class ApiRoot(APIRootView):
@@ -27,7 +27,11 @@ class ApiRoot(APIRootView):
 router = DefaultRouter()
 router.APIRootView = ApiRoot
 router.include_format_suffixes = False
-router.register("cluster", views.ClusterViewSet, basename="cluster")
+router.register("cluster", clusters.ClusterViewSet, basename="cluster")
+router.register("clusters", clusters.ClustersViewSet, basename="clusters")
+router.register("summary", summary.SummaryViewSet, basename="summary")
+router.register("statistics", summary.StatisticsViewSet, basename="statistics")
+router.register("rightsizing", rightsizing.WasteListViewSet, basename="rightsizing")
 router.register("series", views.SeriesViewSet, basename="series")
 router.register("nodes", views.NodeViewSet, basename="node")
 router.register(rf"nodes/(?P<node>{NAME_REGEX})/pods", views.NodePodViewSet, basename="node-pod")
@@ -50,6 +54,16 @@ router.register(
     rf"namespaces/(?P<namespace>{NAME_REGEX})/deployments/(?P<deployment>{NAME_REGEX})/pods",
     views.DeploymentPodViewSet,
     basename="deployment-pod",
+)
+router.register(
+    rf"namespaces/(?P<namespace>{NAME_REGEX})/deployments/(?P<deployment>{NAME_REGEX})/rightsizing",
+    rightsizing.DeploymentSizingViewSet,
+    basename="deployment-rightsizing",
+)
+router.register(
+    rf"namespaces/(?P<namespace>{NAME_REGEX})/pods/(?P<pod>{NAME_REGEX})/rightsizing",
+    rightsizing.PodSizingViewSet,
+    basename="pod-rightsizing",
 )
 router.register("deployments", views.DeploymentViewSet, basename="deployment")
 router.register("model-servers", views.ModelServerViewSet, basename="model-server")

@@ -10,8 +10,7 @@ import time
 from datetime import datetime, timezone as dt_timezone
 from typing import Any
 
-from django.conf import settings
-from django.db.models import Case, Count, Max, Min, Q, QuerySet, Sum, Value, When
+from django.db.models import Case, Count, Max, Min, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 from django.http import Http404
@@ -389,55 +388,6 @@ class NamespaceDeploymentViewSet(RetrieveMixin, DeploymentListViewSet):
         if item is None:
             raise Http404("No such Deployment.")
         return item
-
-
-# --- Cluster -------------------------------------------------------------------------------------
-
-
-@extend_schema_view(
-    list=extend_schema(
-        summary="The cluster: every node reporting here, with newest usage, capacity and a series",
-        parameters=SERIES_PARAMETERS,
-        responses=s.ClusterSerializer,
-    ),
-)
-class ClusterViewSet(ReadViewSet):
-    """One cluster per installation: the sum of its nodes (system daemons included)."""
-
-    pagination_class = None  # type: ignore[assignment]
-    serializer_class = s.ClusterSerializer
-    # Nothing is listed from it; the schema generator asks for a model.
-    queryset = Node.objects.none()
-
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        window = self.series_window(request)
-        now = timezone.now()
-        recent = now - series.LATEST_LOOKBACK
-        nodes = Node.objects.aggregate(
-            nodes=Count("id"),
-            reporting=Count("id", filter=Q(last_seen__gte=recent)),
-            cpu=Sum("cpu_capacity_cores", filter=Q(last_seen__gte=recent)),
-            memory=Sum("memory_total_bytes", filter=Q(last_seen__gte=recent)),
-        )
-        item: dict[str, Any] = {
-            "name": settings.CLUSTER_NAME,
-            "nodes": nodes["nodes"],
-            "nodes_reporting": nodes["reporting"],
-            # last_seen of a pod lags by up to a minute (metrics.models.Pod).
-            "pods": Pod.objects.filter(last_seen__gte=recent).count(),
-            "cpu_capacity_millicores": None if nodes["cpu"] is None else nodes["cpu"] * 1000.0,
-            "memory_capacity_bytes": nodes["memory"],
-            "usage": series.latest_cluster(now),
-        }
-        if window is not None:
-            points = series.series(series.CLUSTER, window, now=now)
-            for point in points:
-                point["time"] = _format_time(point["time"])
-            item["series"] = {
-                "start": _format_time(window.start), "end": _format_time(window.end),
-                "step": window.step, "source": window.source, "points": points,
-            }
-        return Response(self.get_serializer_class()(item).data)
 
 
 # --- Many series in one request ------------------------------------------------------------------

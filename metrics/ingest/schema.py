@@ -241,6 +241,9 @@ class IngestCollectorInfo(_Strict):
 
 class IngestBatch(_Strict):
     node: rules.NodeName
+    # The collector's CLUSTER_NAME; absent: the token's cluster, else the node's, else the
+    # server's CLUSTER_NAME (metrics/clusters.py).
+    cluster: rules.Subdomain | None = None
     # End of the interval; stored rows carry its start (time - interval_seconds).
     time: Annotated[datetime, Field(strict=False)]
     interval_seconds: Interval

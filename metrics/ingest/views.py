@@ -26,12 +26,13 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from metrics import telemetry
+from metrics import clusters, telemetry
 from metrics.auth import HasIngestScope
 from metrics.outage import OUTAGE_ERRORS
 from metrics.ingest import writer
 from metrics.ingest.auth import CachedTokenAuthentication
 from metrics.ingest.schema import BatchInvalid, IngestBatch, parse_batch
+from metrics.models import ApiToken
 
 # Clocks further ahead than this get an X-Kubemonitor-Clock-Skew warning header.
 SKEW_WARNING_SECONDS = 10.0
@@ -186,7 +187,11 @@ class IngestView(APIView):
                 ),
             ),
             401: OpenApiResponse(description="No token, or an unknown or revoked one."),
-            403: OpenApiResponse(description="The token lacks the ingest scope."),
+            403: OpenApiResponse(
+                description="The token lacks the ingest scope, or is bound to another cluster than "
+                "the batch's (`errors.cluster`)."
+            ),
+            409: OpenApiResponse(_Errors, description="The node belongs to another cluster than the batch names (`errors.cluster`)."),
             413: OpenApiResponse(_Errors, description="Body larger than INGEST_MAX_BODY_BYTES (before or after gunzip)."),
             415: OpenApiResponse(_Errors, description="Not application/json, or an encoding other than gzip."),
         },
@@ -222,7 +227,9 @@ class IngestView(APIView):
         t2 = time.perf_counter()
         self.outcome = Outcome.of(batch)
         try:
-            stored = writer.store(batch, received=received, clock=time.perf_counter)
+            stored = self._store(request, batch, received)
+        except clusters.ClusterRefused as exc:
+            return _error(exc.status, "cluster", exc.message)
         except writer.SampleConflict as exc:
             self.outcome.conflict = True
             return JsonResponse({"errors": exc.errors}, status=400)
@@ -244,3 +251,8 @@ class IngestView(APIView):
         timings = {"read": t1 - t0, "validate": t2 - t1, **stored.timings, "write": t3 - t2}
         response["Server-Timing"] = ", ".join(f"{k};dur={v * 1000:.3f}" for k, v in timings.items())
         return response
+
+    def _store(self, request: Request, batch: IngestBatch, received: datetime) -> writer.Stored:
+        token = request.auth if isinstance(request.auth, ApiToken) else None
+        cluster = clusters.for_batch(batch.cluster, token)
+        return writer.store(batch, received=received, clock=time.perf_counter, cluster=cluster)

@@ -31,10 +31,11 @@ from typing import Any, Callable
 
 import psycopg
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 
 from metrics.ingest.gpus import GpuSampleConflict, store_gpus
 from metrics.ingest import overlap
+from metrics import clusters
 from metrics.ingest.schema import IngestBatch as Batch
 from metrics.models import (
     ContainerSample,
@@ -144,9 +145,9 @@ NODE_SQL = f"""
 WITH node AS (
     INSERT INTO metrics_node
         (name, first_seen, last_seen, cpu_capacity_cores, memory_total_bytes, fs_capacity_bytes,
-         collector_info, interval_seconds)
+         collector_info, interval_seconds, cluster_id)
     VALUES (%b::text, %b::timestamptz, %b::timestamptz, %b::float8, %b::int8, %b::int8, %b::jsonb,
-            %b::float8)
+            %b::float8, %b::int8)
     ON CONFLICT (name) DO UPDATE SET
         first_seen = LEAST(metrics_node.first_seen, EXCLUDED.first_seen),
         {_newer("metrics_node", "cpu_capacity_cores", keep_old_when_null=True)},
@@ -155,14 +156,14 @@ WITH node AS (
         {_newer("metrics_node", "collector_info")},
         {_newer("metrics_node", "interval_seconds")},
         last_seen = GREATEST(metrics_node.last_seen, EXCLUDED.last_seen)
-    RETURNING id, first_seen
+    RETURNING id, first_seen, cluster_id
 ), sample AS (
     INSERT INTO metrics_nodesample ({", ".join(_NODE_SAMPLE_COLUMNS)})
     SELECT node.id, {", ".join(f"%b::{t}" for t in _pg_types(NodeSample, _NODE_SAMPLE_COLUMNS)[1:])} FROM node
     ON CONFLICT (node_id, time) DO NOTHING
     RETURNING 1
 )
-SELECT node.id, node.first_seen, EXISTS (SELECT FROM sample) FROM node
+SELECT node.id, node.first_seen, EXISTS (SELECT FROM sample), node.cluster_id FROM node
 """
 
 # The pod inventory's columns, from the model: a column added to Pod reaches the upsert (and
@@ -323,12 +324,33 @@ def _conflict_errors(exc: psycopg.Error, batch: Batch, pod_ids: list[int], conta
 # --- writing --------------------------------------------------------------------------------------
 
 
-def store(batch: Batch, received: datetime | None = None, clock: Callable[[], float] | None = None) -> Stored:
+def store(
+    batch: Batch,
+    received: datetime | None = None,
+    clock: Callable[[], float] | None = None,
+    cluster: clusters.IngestCluster | None = None,
+) -> Stored:
     """Write `batch` atomically. Returns Stored(duplicate=True) and writes nothing for a retry.
 
     Raises SampleConflict (nothing written) when a pod's or container's interval overlaps a stored
-    one. `clock` (e.g. time.perf_counter) fills Stored.timings for the benchmark's breakdown.
+    one, and clusters.ClusterRefused (nothing written) when the node belongs to another cluster
+    than the one `cluster` (default: from the batch alone, metrics.clusters.for_batch) insists on.
+    `clock` (e.g. time.perf_counter) fills Stored.timings for the benchmark's breakdown.
     """
+    cluster = cluster or clusters.for_batch(batch.cluster, None)
+    try:
+        return _store(batch, received, clock, cluster)
+    except IntegrityError as exc:
+        # A cached cluster id whose row was deleted meanwhile (metrics.clusters): the foreign key
+        # is checked at COMMIT, so nothing was stored; once more with fresh ids.
+        if not clusters.is_missing_cluster(exc):
+            raise
+        return _store(batch, received, clock, clusters.resolve_again(cluster))
+
+
+def _store(
+    batch: Batch, received: datetime | None, clock: Callable[[], float] | None, cluster: clusters.IngestCluster
+) -> Stored:
     timings: dict[str, float] = {}
     tick = clock or (lambda: 0.0)
     end = batch.time.astimezone(timezone.utc)
@@ -369,13 +391,17 @@ def store(batch: Batch, received: datetime | None = None, clock: Callable[[], fl
                     usage.fs_capacity_bytes,
                     json.dumps(info),
                     interval,
+                    cluster.id,
                     start,
                     interval,
                     *[_node_value(usage, c) for c in _NODE_SAMPLE_COLUMNS[3:]],
                 ],
             ).fetchone()
             assert node_row is not None
-            node_id, node_first_seen, inserted = node_row
+            node_id, node_first_seen, inserted, node_cluster = node_row
+            # Checked before the duplicate test: a retry into the wrong cluster is refused too.
+            if cluster.strict and node_cluster != cluster.id:
+                raise clusters.refuse_node(batch.node, node_cluster, cluster)
             # Overlaps with this node's stored intervals: a 400, or a retry (raises Duplicate).
             overlapping = overlap.check_node(cursor, node_id, start, end, interval, inserted)
             if overlapping:

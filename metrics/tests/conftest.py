@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from metrics import clusters
 from metrics.ingest import auth as ingest_auth
 from metrics.ingest import writer
 from metrics.models import ApiToken
@@ -16,9 +17,11 @@ def _fresh_inventory_cache():
     # leak into the next.
     writer.clear_cache()
     ingest_auth.clear_cache()
+    clusters.clear_cache()
     yield
     writer.clear_cache()
     ingest_auth.clear_cache()
+    clusters.clear_cache()
 
 
 @pytest.fixture

@@ -202,6 +202,20 @@ def test_adding_a_token_shows_its_plaintext_once(staff, db):
     assert token.digest not in page
 
 
+def test_a_token_added_in_the_admin_may_be_bound_to_a_cluster(staff, db):
+    from metrics.models import Cluster
+
+    cluster = Cluster.objects.create(name="prod-eu")
+    response = staff.post(
+        reverse("admin:metrics_apitoken_add"),
+        {"name": "eu-collectors", "scope": "ingest", "cluster": cluster.pk}, follow=True,
+    )
+    assert response.status_code == 200
+    plaintext = re.search(r"km_\w+_[\w-]+", " ".join(str(m) for m in response.context["messages"])).group(0)
+    token = lookup_token(plaintext)
+    assert token is not None and token.cluster_id == cluster.pk
+
+
 def test_the_revoke_action_revokes_tokens(staff, db):
     token, plaintext = create_token("collector-2")
     response = staff.post(

@@ -383,3 +383,16 @@ def test_the_openapi_schema_generates_without_warnings_and_validates(tmp_path):
     # (pydantic's nullable fields are only valid in 3.1).
     call_command("spectacular", "--fail-on-warn", "--validate", "--file", str(out))
     assert "/api/namespaces/{namespace}/pods/{pod}/" in out.read_text()
+
+
+def test_an_api_path_no_route_matches_answers_json_404(db, client):
+    response = client.get("/api/alerts/0.5/")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_a_page_no_route_matches_stays_django_html_404(db, client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
