@@ -14,7 +14,6 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
-from django.urls import include, path
 from django.utils import timezone
 
 from metrics import series
@@ -170,12 +169,6 @@ def test_views_of_apis_not_installed_are_not_offered(client: Client, shop, setti
     assert client.get("/views/alerts/").status_code == 404
 
 
-urlpatterns = [
-    path("api/namespaces/shop/deployments/web/rightsizing/", lambda request: None, name="test-rs"),
-    path("", include("metrics.tests.urls_without_alerts")),
-]
-
-
 def test_a_view_appears_once_its_api_is_routed(client: Client, shop) -> None:
     # The installation routes /api/alerts/ and /api/model-servers/: both views are offered.
     body = client.get("/").content.decode()
@@ -189,8 +182,10 @@ def test_a_view_appears_once_its_api_is_routed(client: Client, shop) -> None:
 
 
 def test_a_deployment_shows_its_right_sizing_once_that_api_is_routed(client: Client, shop, settings) -> None:
-    assert 'id="rightsizing"' not in client.get("/namespaces/shop/deployments/web/").content.decode()
-    settings.ROOT_URLCONF = __name__
     body = client.get("/namespaces/shop/deployments/web/").content.decode()
     assert 'data-rightsizing-api="/api/namespaces/shop/deployments/web/rightsizing/"' in body
     assert 'id="rightsizing"' in body
+    # Without that route (an installation without right-sizing), the section is not offered.
+    settings.ROOT_URLCONF = "metrics.tests.urls_without_alerts"
+    body = client.get("/namespaces/shop/deployments/web/").content.decode()
+    assert 'id="rightsizing"' not in body

@@ -1,4 +1,5 @@
-"""The installation's routes without alerting's API: for the dashboard's optional-view tests."""
+"""The installation's routes without alerting's and right-sizing's APIs: for the dashboard's
+optional-view tests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.urls import include, path
 from metrics import urls as metrics_urls
 from metrics.api.urls import urlpatterns as api_urlpatterns
 
-_api = [p for p in api_urlpatterns if "alert" not in str(p.pattern)]
+_api = [p for p in api_urlpatterns if "alert" not in str(p.pattern) and "rightsizing" not in str(p.pattern)]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
