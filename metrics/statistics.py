@@ -213,8 +213,9 @@ def _model_servers(
     if node_ids is not None:
         pods = pods.filter(node_id__in=node_ids)
     kinds: dict[str, list[int]] = {}
-    for pod_id, kind in pods.values_list("id", "model_server"):  # type: ignore[misc]
-        kinds.setdefault(kind, []).append(pod_id)
+    for pod_id, kind in pods.values_list("id", "model_server"):
+        if kind:  # excluded above; narrows the type
+            kinds.setdefault(kind, []).append(pod_id)
     out = []
     for kind in sorted(kinds):
         sql = (
