@@ -76,6 +76,8 @@ def entity_of(level: str, labels: dict[str, str]) -> str:
         return "cluster"
     if level == "gpu":
         return f"{labels.get('node', '')}/{labels.get('gpu', '')}"
+    if level == "model_server":  # a serving Deployment, or a pod no Deployment owns
+        return f"{labels.get('namespace', '')}/{labels.get('deployment') or labels.get('pod', '')}"
     return labels.get(level, labels.get("node", ""))
 
 
@@ -128,6 +130,7 @@ def query_rule(rule: AlertRule, now: datetime, sums: Sums | None = None) -> list
     sql, params = metric.build(Query(
         since=now - rule.window, now=now, level=rule.level, namespace=rule.namespace,
         deployment=rule.deployment, node=rule.node, pod_labels=rule.pod_labels or None,
+        model_server_kind=rule.model_server_kind,
         sums=(sums or {}).get(rule.window),
     ))
     with connection.cursor() as cursor:
@@ -187,7 +190,7 @@ def _evaluate_rule(rule: AlertRule, now: datetime, silences: Silences, result: C
             value = row[-1]
             if value is None or not compare(float(value), rule.comparison, rule.threshold):
                 continue
-            labels = {**labels_of(row, rule.level), **rule.labels, "alertname": rule.name, "severity": rule.severity}
+            labels = {**labels_of(row, rule.level, metric), **rule.labels, "alertname": rule.name, "severity": rule.severity}
             current[fingerprint(labels)] = (labels, float(value))
     _save_rule_status(rule, now, error)
 
