@@ -182,11 +182,14 @@ def shared_sums_sql(table: str, terms: list[tuple[Ratio, datetime]]) -> tuple[st
         for expr in (r.num, r.den):
             if (expr, since) not in columns:
                 columns[(expr, since)] = f"c{len(columns)}"
-                params.append(since)
+                if since != earliest:
+                    params.append(since)
             pair.append(columns[(expr, since)])
         names.append((pair[0], pair[1]))
-    select = ", ".join(f"sum({expr}) FILTER (WHERE s.time >= %s)::float8 AS {name}"
-                       for (expr, _), name in columns.items())
+    # The longest window's sums need no FILTER: the WHERE already keeps exactly its samples.
+    select = ", ".join(f"sum({expr})::float8 AS {name}" if since == earliest
+                       else f"sum({expr}) FILTER (WHERE s.time >= %s)::float8 AS {name}"
+                       for (expr, since), name in columns.items())
     sql = f"""
         CREATE TEMPORARY TABLE {table} ON COMMIT DROP AS
         SELECT s.pod_id, s.node_id, {select}
