@@ -10,7 +10,7 @@ import pytest
 from metrics.alerts.catalogue import METRICS
 from metrics.alerts.evaluate import run_cycle
 from metrics.alerts.models import AlertInstance, AlertRule
-from metrics.models import Pod, ServingSample
+from metrics.models import Node, Pod, ServingSample
 from metrics.tests.alert_helpers import BASE, INTERVAL, make_node, make_pod
 
 pytestmark = pytest.mark.django_db
@@ -25,9 +25,8 @@ def rules_cleared(db):
 
 def server_pod(name: str, kind: str = "vllm", deployment: str | None = "llama", node: str = "worker-1",
                labels: dict[str, str] | None = None) -> Pod:
-    pod = make_pod(make_node(node) if not Pod.objects.filter(node__name=node).exists()
-                   else Pod.objects.filter(node__name=node).first().node,  # type: ignore[union-attr]
-                   name, namespace="ai", deployment=deployment, labels=labels)
+    pod = make_pod(Node.objects.filter(name=node).first() or make_node(node), name, namespace="ai",
+                   deployment=deployment, labels=labels)
     pod.model_server = kind
     pod.save()
     return pod
