@@ -83,7 +83,7 @@ def entity_of(level: str, labels: dict[str, str]) -> str:
 
 def annotations_for(rule: AlertRule, labels: dict[str, str], value: float) -> dict[str, str]:
     values: dict[str, Any] = {
-        "namespace": "", "pod": "", "node": "", "deployment": "", "reason": "",
+        "namespace": "", "pod": "", "node": "", "deployment": "", "reason": "", "model_server": "",
         **labels, "entity": entity_of(rule.level, labels), "value": value, "threshold": rule.threshold,
         "rule": rule.name,
     }

@@ -51,7 +51,7 @@ def serve(pod: Pod, start: datetime, end: datetime, *, kv: float | None = None,
 def kv_rule(**kwargs) -> AlertRule:
     fields = dict(name="KVCacheFull", metric="kv_cache_percent", level="model_server", comparison=">",
                   threshold=90, for_duration=timedelta(minutes=2), window=timedelta(minutes=1),
-                  summary="{entity}: KV cache {value:.0f}%")
+                  summary="{entity}: KV cache {value:.0f}%", description="{model_server} {pod}")
     fields.update(kwargs)
     return AlertRule.objects.create(**fields)
 
@@ -109,6 +109,7 @@ def test_a_standalone_serving_pod_is_its_own_model_server(rules_cleared):
     assert instance.labels == {"namespace": "ai", "pod": "bert", "model_server": "sglang",
                                "alertname": "KVCacheFull", "severity": "warning"}
     assert instance.annotations["summary"] == "ai/bert: KV cache 99%"
+    assert instance.annotations["description"] == "sglang bert"
 
 
 def test_ttft_p95_takes_the_highest_interval_p95_of_the_window(rules_cleared):
