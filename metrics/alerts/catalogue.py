@@ -41,6 +41,7 @@ class Query:
     deployment: str = ""
     node: str = ""
     pod_labels: dict[str, str] | None = None
+    model_server_kind: str = ""  # vllm / sglang: model-server metrics only
     # Per-pod sums of the window computed once for every rule of the cycle (see shared_sums):
     # Ratio -> (table, num column, den column). Without them a rule scans its samples itself.
     sums: dict[Any, tuple[str, str, str]] | None = None
@@ -181,11 +182,14 @@ def shared_sums_sql(table: str, terms: list[tuple[Ratio, datetime]]) -> tuple[st
         for expr in (r.num, r.den):
             if (expr, since) not in columns:
                 columns[(expr, since)] = f"c{len(columns)}"
-                params.append(since)
+                if since != earliest:
+                    params.append(since)
             pair.append(columns[(expr, since)])
         names.append((pair[0], pair[1]))
-    select = ", ".join(f"sum({expr}) FILTER (WHERE s.time >= %s)::float8 AS {name}"
-                       for (expr, _), name in columns.items())
+    # The longest window's sums need no FILTER: the WHERE already keeps exactly its samples.
+    select = ", ".join(f"sum({expr})::float8 AS {name}" if since == earliest
+                       else f"sum({expr}) FILTER (WHERE s.time >= %s)::float8 AS {name}"
+                       for (expr, since), name in columns.items())
     sql = f"""
         CREATE TEMPORARY TABLE {table} ON COMMIT DROP AS
         SELECT s.pod_id, s.node_id, {select}
@@ -330,6 +334,64 @@ class _GpuOr:
         return (self.gpu if q.level == "gpu" else self.other)(q)
 
 
+class _ServingSamples:
+    """Model-server metrics from metrics_servingsample (one row per serving pod per interval),
+    per pod or per model server: a serving Deployment, or a pod no Deployment owns, grouped like
+    /api/model-servers/ (metrics/serving.py). Two stages like the pod samples: the window's
+    samples per pod, then the pods joined to the inventory for selectors and grouped.
+
+    `mean`: time-weighted mean of a gauge over the window (and over the replicas, weighted by the
+    seconds each covered). `peak`: the highest sample; for an interval percentile it is an upper
+    bound of the window's percentile, since percentiles of intervals cannot be merged.
+    """
+
+    fifth_label = "model_server"  # the query's fifth column: the server's kind
+
+    def __init__(self, column: str, how: str) -> None:
+        assert how in ("mean", "peak")
+        self.column, self.how = column, how
+
+    def __call__(self, q: Query) -> tuple[str, list[Any]]:
+        c = self.column
+        if self.how == "mean":
+            per_pod = f"sum(s.{c} * s.interval_seconds) AS num, sum(s.interval_seconds) FILTER (WHERE s.{c} IS NOT NULL) AS den"
+            value = "sum(a.num) / NULLIF(sum(a.den), 0)"
+        else:
+            per_pod = f"max(s.{c}) AS num, NULL::float8 AS den"
+            value = "max(a.num)"
+        pre = ["s.time >= %s", "s.time < %s"]
+        pre_params: list[Any] = [q.since, q.now]
+        for column, selected in (("namespace", q.namespace), ("deployment", q.deployment),
+                                 ("model_server", q.model_server_kind)):
+            if selected:
+                pre.append(f"s.{column} = %s")
+                pre_params.append(selected)
+        where, params = _pod_filters(q, alias="p")
+        if q.level == "model_server":
+            # The server's name: its Deployment, or the pod's own when no Deployment owns it.
+            deployment = "NULLIF(p.deployment, '')"
+            pod = f"CASE WHEN {deployment} IS NULL THEN p.name END"
+            select = f"p.namespace, {deployment}, {pod}, NULL::text, max(a.model_server)"
+            group = f"p.namespace, {deployment}, {pod}"
+        else:
+            select = "p.namespace, p.deployment, p.name, n.name, max(a.model_server)"
+            group = "p.id, p.namespace, p.deployment, p.name, n.name"
+        sql = f"""
+            SELECT {select}, {value} AS value
+            FROM (
+                SELECT s.pod_id, s.node_id, max(s.model_server) AS model_server, {per_pod}
+                FROM metrics_servingsample s
+                WHERE {" AND ".join(pre)}
+                GROUP BY s.pod_id, s.node_id
+            ) a
+            JOIN metrics_pod p ON p.id = a.pod_id
+            JOIN metrics_node n ON n.id = a.node_id
+            {"WHERE " + " AND ".join(where) if where else ""}
+            GROUP BY {group}
+        """
+        return f"SELECT * FROM ({sql}) v WHERE value IS NOT NULL", [*pre_params, *params]
+
+
 def _nodes_not_reporting(q: Query) -> tuple[str, list[Any]]:
     # The value is the number of the node's intervals missed since its newest batch ended.
     where = " AND n.name = %s" if q.node else ""
@@ -403,10 +465,11 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
     Metric("psi_io_some_percent", "PSI: IO some % of time", "%", (*_POD_GROUP_LEVELS, "node"),
            _by_level(_pod_samples(ratio("s.psi_io_some_seconds", "s.interval_seconds")),
                      _node_samples(ratio("s.psi_io_some_seconds", "s.interval_seconds")))),
-    Metric("kv_cache_percent", "KV cache %", "%", ("model_server", "pod"),
-           needs="model-server metrics (vLLM / SGLang, being built on branch serve)"),
-    Metric("ttft_p95_seconds", "Time to first token p95", "s", ("model_server", "pod"),
-           needs="model-server metrics (vLLM / SGLang, being built on branch serve)"),
+    Metric("kv_cache_percent", "KV cache % (time-weighted mean over the window and the replicas)", "%",
+           ("model_server", "pod"), _ServingSamples("kv_cache_usage_percent", "mean")),
+    # Interval p95s cannot be merged into the window's p95: the highest one bounds it from above.
+    Metric("ttft_p95_seconds", "Time to first token p95 (upper bound: highest interval p95 in the window)", "s",
+           ("model_server", "pod"), _ServingSamples("ttft_p95_seconds", "peak")),
     Metric("pod_phase_not_running", "Pod phase not Running (Pending, Failed, Unknown)", "pods",
            _POD_GROUP_LEVELS, _current_pods(_BAD_PHASES, reason="p.phase")),
     Metric("pod_not_ready", "Pod not ready", "pods", _POD_GROUP_LEVELS,
@@ -421,10 +484,12 @@ METRICS: dict[str, Metric] = {m.key: m for m in [
 ]}
 
 
-def labels_of(row: tuple[Any, ...], level: str = "pod") -> dict[str, str]:
+def labels_of(row: tuple[Any, ...], level: str = "pod", metric: Metric | None = None) -> dict[str, str]:
     """Entity labels from a query row (namespace, deployment, pod, node, reason, value); at level
-    gpu the fifth column is the device's UUID, label `gpu`."""
-    names = OUTPUT[:4] + (("gpu",) if level == "gpu" else ("reason",))
+    gpu the fifth column is the device's UUID, label `gpu`; for model-server metrics it is the
+    server's kind (vllm / sglang), label `model_server`."""
+    fifth = getattr(metric.build, "fifth_label", None) if metric is not None else None
+    names = OUTPUT[:4] + (fifth or ("gpu" if level == "gpu" else "reason"),)
     return {name: str(value) for name, value in zip(names, row[:-1]) if value is not None}
 
 

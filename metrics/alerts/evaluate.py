@@ -76,12 +76,14 @@ def entity_of(level: str, labels: dict[str, str]) -> str:
         return "cluster"
     if level == "gpu":
         return f"{labels.get('node', '')}/{labels.get('gpu', '')}"
+    if level == "model_server":  # a serving Deployment, or a pod no Deployment owns
+        return f"{labels.get('namespace', '')}/{labels.get('deployment') or labels.get('pod', '')}"
     return labels.get(level, labels.get("node", ""))
 
 
 def annotations_for(rule: AlertRule, labels: dict[str, str], value: float) -> dict[str, str]:
     values: dict[str, Any] = {
-        "namespace": "", "pod": "", "node": "", "deployment": "", "reason": "",
+        "namespace": "", "pod": "", "node": "", "deployment": "", "reason": "", "model_server": "",
         **labels, "entity": entity_of(rule.level, labels), "value": value, "threshold": rule.threshold,
         "rule": rule.name,
     }
@@ -95,6 +97,10 @@ Sums = dict[timedelta, dict[Ratio, tuple[str, str, str]]]
 
 
 SUMS_TABLE = "km_alert_pod_sums"
+# work_mem of the shared scan only. Its per-pod sums (about 1 kB a pod) overflowed the 4 MB
+# default at 10,000 pods, so PostgreSQL sorted the window's samples on disk (an external merge,
+# a third of the scan's time in bench/alerts.py) instead of hashing them in memory.
+SUMS_WORK_MEM = "64MB"
 
 
 def shared_sums(rules: list[AlertRule], now: datetime) -> Sums:
@@ -114,24 +120,36 @@ def shared_sums(rules: list[AlertRule], now: datetime) -> Sums:
     sql, params, names = shared_sums_sql(SUMS_TABLE, terms)
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {SUMS_TABLE}")
+        cursor.execute("SELECT current_setting('work_mem'), set_config('work_mem', %s, true)", [SUMS_WORK_MEM])
+        row = cursor.fetchone()
         cursor.execute(sql, [*params, now])
+        if row is not None:  # back to the session's value for the rules' own queries
+            cursor.execute("SELECT set_config('work_mem', %s, true)", [row[0]])
     sums: Sums = {}
     for (ratio, since), (num, den) in zip(terms, names):
         sums.setdefault(now - since, {})[ratio] = (SUMS_TABLE, num, den)
     return sums
 
 
+# The comparison in SQL: a rule returns only the entities crossing its threshold, not every pod's
+# value to compare here (10,000 rows per rule in bench/alerts.py). compare() still checks each
+# row, so PostgreSQL's NaN ordering (greater than any number) cannot let one through.
+_SQL_COMPARISON = {">": ">", ">=": ">=", "<": "<", "<=": "<=", "==": "=", "!=": "<>"}
+
+
 def query_rule(rule: AlertRule, now: datetime, sums: Sums | None = None) -> list[tuple[Any, ...]]:
-    """The rule's metric for every selected entity: one set-based query."""
+    """The rule's metric for every selected entity crossing its threshold: one set-based query."""
     metric = METRICS[rule.metric]
     assert metric.build is not None
     sql, params = metric.build(Query(
         since=now - rule.window, now=now, level=rule.level, namespace=rule.namespace,
         deployment=rule.deployment, node=rule.node, pod_labels=rule.pod_labels or None,
+        model_server_kind=rule.model_server_kind,
         sums=(sums or {}).get(rule.window),
     ))
+    sql = f"SELECT * FROM ({sql}) crossing WHERE crossing.value {_SQL_COMPARISON[rule.comparison]} %s"
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, [*params, rule.threshold])
         return list(cursor.fetchall())
 
 
@@ -187,7 +205,7 @@ def _evaluate_rule(rule: AlertRule, now: datetime, silences: Silences, result: C
             value = row[-1]
             if value is None or not compare(float(value), rule.comparison, rule.threshold):
                 continue
-            labels = {**labels_of(row, rule.level), **rule.labels, "alertname": rule.name, "severity": rule.severity}
+            labels = {**labels_of(row, rule.level, metric), **rule.labels, "alertname": rule.name, "severity": rule.severity}
             current[fingerprint(labels)] = (labels, float(value))
     _save_rule_status(rule, now, error)
 
