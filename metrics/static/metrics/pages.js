@@ -179,7 +179,12 @@
     KM.cards(document.getElementById("cards"), usageCards(d, [{ title: "Pods", value: String(d.pods), detail: "ever seen" }]));
     KM.seriesCharts(document.getElementById("charts"), d.series);
     if (data.rightsizingApi) {
-      const advice = await KM.getJSON(withWindow(data.rightsizingApi));
+      // Right-sizing looks back a whole number of seconds from now, at least an hour (its
+      // percentiles need that much data): the page's window, widened to an hour when shorter.
+      const s = KM.state();
+      const seconds = s.start ? (Date.parse(s.end || new Date().toISOString()) - Date.parse(s.start)) / 1000 : Number(s.window);
+      const lookback = Math.min(30 * 86400, Math.max(3600, Math.round(seconds) || 3600));
+      const advice = await KM.getJSON(`${data.rightsizingApi}?window=${lookback}`);
       document.getElementById("rightsizing").replaceChildren(genericTable(advice, "No recommendation yet."));
     }
     const names = JSON.parse(data.podNames);
