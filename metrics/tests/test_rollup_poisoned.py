@@ -35,7 +35,9 @@ def poisoned():
     """Two hours of namespace `shop`, and one minute in which two pods each claim 1e308 CPU-s."""
     if backend.storage_tier() == "tsl":
         pytest.skip("tier tsl refreshes continuous aggregates; the isolation is the tables' refresh")
-    start = rollups.floor_to(timezone.now(), HOUR) - 2 * HOUR
+    # Ending an hour before the current one, so that the samples tests add after `end` are in
+    # the past whatever the minute the test runs at.
+    start = rollups.floor_to(timezone.now(), HOUR) - 3 * HOUR
     end = start + 2 * HOUR
     node = make_node("worker-1")
     pods = [make_pod(node, f"web-{i}", namespace="shop", deployment="web") for i in range(2)]
