@@ -352,7 +352,9 @@ def test_a_pod_counts_its_containers_once(run: Run) -> None:
     # containers and barely more, since the pause process sleeps.
     pod = pod_in(run.batches[1], run.w.cpu)
     containers_cpu = sum(c["cpu_seconds"] for c in pod["containers"])
-    assert pod["cpu_seconds"] >= containers_cpu - 1e-6
+    # The pod's counter is read a moment before its containers' in each cycle, so while the
+    # burner runs each container delta covers a slightly later interval: allow that skew (1 %).
+    assert pod["cpu_seconds"] >= containers_cpu * 0.99 - 1e-6
     assert pod["cpu_seconds"] <= containers_cpu * 1.02 + 0.01
     kernel_pod_cpu = (run.kernel[1].cpu_pod - run.kernel[0].cpu_pod) / 1e9
     report("burner pod cpu_seconds", pod["cpu_seconds"], kernel_pod_cpu, containers_cpu)
