@@ -589,8 +589,11 @@ def _capacity_from_node(point: dict[str, Any], entity: Entity) -> None:
             point[name] = value
 
 
-def series(entity: Entity, window: Window, now: datetime | None = None) -> list[dict[str, Any]]:
-    """One point per bucket of the window, oldest first; buckets without data have nulls."""
+def series(
+    entity: Entity, window: Window, now: datetime | None = None, fields: Fields = None
+) -> list[dict[str, Any]]:
+    """One point per bucket of the window, oldest first; buckets without data have nulls (with
+    `fields`: points carry only those, `time` and `coverage`)."""
     now = now or timezone.now()
     sums = fetch_sums(entity, window)
     nodes: list[int] = []
@@ -598,7 +601,7 @@ def series(entity: Entity, window: Window, now: datetime | None = None) -> list[
     if entity.kind in AGGREGATE_KINDS:
         nodes = group_node_ids(entity, window)
         covered = node_coverage(nodes, window)
-    return _points(entity, window, sums, covered, len(nodes), now)
+    return _points(entity, window, sums, covered, len(nodes), now, fields)
 
 
 def _points(
