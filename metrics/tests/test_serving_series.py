@@ -223,3 +223,13 @@ def test_a_late_serving_sample_is_rolled_up_at_the_next_refresh(client, ingest_t
             )
             assert cursor.fetchone()[0] == pytest.approx(200)
     reset_rollups()
+
+
+def test_retention_applies_to_the_serving_rollups_and_samples():
+    from metrics import retention
+
+    relations = retention.relations()
+    for name in ("serving", "serving_namespace", "serving_deployment"):
+        assert ENTITY[name].relation("1m") in relations["1m"], name
+        assert ENTITY[name].relation("1h") in relations["1h"], name
+    assert "metrics_servingsample" in relations["raw"]
