@@ -214,7 +214,7 @@ def _model_servers(
         pods = pods.filter(node_id__in=node_ids)
     kinds: dict[str, list[int]] = {}
     for pod_id, kind in pods.values_list("id", "model_server"):  # type: ignore[misc]
-        kinds.setdefault(kind, []).append(pod_id)
+        kinds.setdefault(str(kind), []).append(pod_id)  # nulls are excluded above
     out = []
     for kind in sorted(kinds):
         sql = (
