@@ -36,7 +36,8 @@ Reading: `metrics_of(entity)`, `columns_of(entity)`, `sample_fields(entity)`, `M
 `ENTITY[name]`.
 
 Entities: cluster > node > pod > container, cluster > namespace > Deployment > pod, and node >
-gpu (a GPU device or MIG instance, from metrics_gpusample). Each reads one raw sample table; node, pod, namespace and Deployment have 1m/1h rollups of their own, the
+gpu (a GPU device or MIG instance, from metrics_gpusample), and for model servers serving (a
+server pod) > serving_deployment > serving_namespace (metrics_servingsample). Each reads one raw sample table; node, pod, namespace and Deployment have 1m/1h rollups of their own, the
 cluster sums the node rollups and containers have raw samples only (within RETENTION_RAW_DAYS).
 """
 
@@ -192,6 +193,21 @@ ENTITIES: tuple[Entity, ...] = (
         "gpu", ("device_id",), "metrics_gpusample", ("node",),
         rollup_keys=(("device_id", BIGINT), ("node_id", BIGINT)),
     ),
+    # A vLLM / SGLang server pod (metrics_servingsample, metrics/serving.py), and the sums of its
+    # Deployment's and namespace's server pods: /api/model-servers/ series.
+    Entity(
+        "serving", ("pod_id",), "metrics_servingsample", ("pod",),
+        rollup_keys=(("pod_id", BIGINT), ("node_id", BIGINT), ("namespace", _V), ("deployment", _V)),
+    ),
+    Entity(
+        "serving_namespace", ("namespace",), "metrics_servingsample", ("namespace",),
+        rollup_keys=(("namespace", _V),), aggregate=True,
+    ),
+    Entity(
+        "serving_deployment", ("namespace", "deployment"), "metrics_servingsample", ("deployment",),
+        rollup_keys=(("namespace", _V), ("deployment", _V)), rollup_where="deployment IS NOT NULL",
+        aggregate=True,
+    ),
 )
 ENTITY = {e.name: e for e in ENTITIES}
 
@@ -200,6 +216,11 @@ POD_LEVEL = frozenset({"pod", "namespace", "deployment"})
 CONTAINER = frozenset({"container"})
 ALL = NODE_LEVEL | POD_LEVEL | CONTAINER
 GPU_DEVICE = frozenset({"gpu"})
+SERVING = frozenset({"serving", "serving_namespace", "serving_deployment"})
+# Entities whose points are the resource series' (series.POINTS); SERVING has its own.
+RESOURCES = ALL | GPU_DEVICE
+# Sums of pods: their rollups are built from another entity's 1m rows (metrics/rollups.py).
+SUM_OF = {"namespace": "pod", "deployment": "pod", "serving_namespace": "serving", "serving_deployment": "serving"}
 
 
 @dataclass(frozen=True)
@@ -320,6 +341,53 @@ METRICS: tuple[Metric, ...] = (
               _gauge_where("gpu_temperature_seconds", "1.0::float8", "gpu_temperature_celsius")), GPU_DEVICE,
       sample_field="gpu_temperature_celsius"),
 )
+
+
+def _latency(name: str, what: str) -> tuple[Metric, Metric]:
+    return (
+        M(f"{name}_mean_seconds", "s", f"Mean {what} of the requests in the bucket (sum of latencies / count).",
+          RATIO, (Column(f"{name}_seconds_sum", USAGE, f"{name}_seconds_sum"),
+                  _usage_where(f"{name}_count", f"{name}_count::float8", f"{name}_seconds_sum")), SERVING),
+        M(f"{name}_p95_seconds", "s",
+          f"The highest interval p95 {what} in the bucket (of one replica): an upper bound, percentiles do not add.",
+          LARGEST, (Column(f"{name}_p95_seconds", MAX, f"{name}_p95_seconds"),), SERVING),
+    )
+
+
+# Model servers (metrics_servingsample; the entities SERVING). Counters are usage during the
+# interval, spread by overlap like CPU-seconds; a pod's rate is over the seconds it reported, a
+# Deployment's or namespace's the sum over its server pods, over the seconds their nodes reported.
+PROMPT_TOKENS = Column("prompt_tokens", USAGE, "prompt_tokens::float8")
+GENERATION_TOKENS = Column("generation_tokens", USAGE, "generation_tokens::float8")
+REQUESTS_SUCCEEDED = Column("requests_succeeded", USAGE, "requests_succeeded::float8")
+SERVING_METRICS: tuple[Metric, ...] = (
+    M("replicas", "pods", "Server pods reporting, time-weighted (1 for a pod that reported).",
+      RATE, (COVERED,), SERVING),
+    M("prompt_tokens", "tokens", "Prompt tokens processed in the bucket.", LARGEST, (PROMPT_TOKENS,), SERVING),
+    M("generation_tokens", "tokens", "Tokens generated in the bucket.", LARGEST, (GENERATION_TOKENS,), SERVING),
+    M("requests_succeeded", "requests", "Requests completed in the bucket.", LARGEST, (REQUESTS_SUCCEEDED,), SERVING),
+    M("preemptions", "count", "Preemptions in the bucket.",
+      LARGEST, (Column("preemptions", USAGE, "preemptions::float8"),), SERVING),
+    M("prompt_tokens_per_second", "tokens/s", "Prompt tokens per second.", RATE, (PROMPT_TOKENS,), SERVING),
+    M("generation_tokens_per_second", "tokens/s", "Generated tokens per second.",
+      RATE, (GENERATION_TOKENS,), SERVING),
+    M("requests_per_second", "requests/s", "Requests completed per second.", RATE, (REQUESTS_SUCCEEDED,), SERVING),
+    M("requests_running", "requests", "Requests running, time-weighted (summed over replicas).",
+      RATE, (Column("requests_running_seconds", GAUGE, "requests_running"),), SERVING),
+    M("requests_waiting", "requests", "Requests waiting, time-weighted (summed over replicas).",
+      RATE, (Column("requests_waiting_seconds", GAUGE, "requests_waiting"),), SERVING),
+    M("kv_cache_usage_percent", "%",
+      "KV cache in use, time-weighted over the samples that carry it (the mean over replicas).",
+      RATIO, (Column("kv_cache_percent_seconds", GAUGE, "kv_cache_usage_percent"),
+              _gauge_where("kv_cache_seconds", "1.0::float8", "kv_cache_usage_percent")), SERVING),
+    *_latency("ttft", "time to first token"),
+    *_latency("itl", "inter-token latency"),
+    *_latency("e2e", "end-to-end request latency"),
+    M("restarts", "count", "Server restarts (counters going down) in intervals that start in the bucket.",
+      TOTAL, (Column("restarts", EVENT, "CASE WHEN restarted THEN 1 ELSE 0 END", BIGINT),), SERVING,
+      integer=True),
+)
+METRICS = METRICS + SERVING_METRICS
 METRIC = {m.name: m for m in METRICS}
 
 
@@ -361,15 +429,16 @@ def check() -> None:
         # lose one of them.
         assert all(COLUMN[c.name] == c for c in metric.columns), metric.name
         assert len(metric.columns) == (2 if metric.point == RATIO else 1), metric.name
-        assert metric.entities <= ALL | GPU_DEVICE, metric.name
+        assert metric.entities <= RESOURCES or metric.entities <= SERVING, metric.name
     for entity in ENTITIES:
         assert set(entity.parents) <= set(ENTITY), entity.name
         # Entities read from another's rollups can only have that entity's columns.
         if entity.rollup_of:
             assert set(columns_of(entity.name)) <= set(columns_of(entity.rollup_of)), entity.name
     # Namespaces and Deployments are sums of pod rows (the refresh builds them from pod rollups).
-    for name in ("namespace", "deployment"):
-        assert columns_of(name) == columns_of("pod"), name
+    for name, of in SUM_OF.items():
+        assert columns_of(name) == columns_of(of), name
+        assert ENTITY[name].source == ENTITY[of].source, name
 
 
 def snapshot_columns() -> str:
@@ -377,7 +446,8 @@ def snapshot_columns() -> str:
     import json
 
     lines = []
-    for name, entity in (("NODE_COLUMNS", "node"), ("POD_COLUMNS", "pod"), ("GPU_COLUMNS", "gpu")):
+    for name, entity in (("NODE_COLUMNS", "node"), ("POD_COLUMNS", "pod"), ("GPU_COLUMNS", "gpu"),
+                           ("SERVING_COLUMNS", "serving")):
         lines.append(f"{name} = [")
         for c in columns_of(entity):
             args = ", ".join(json.dumps(v) for v in (c.name, c.type, c.rollup_from_raw(), c.rollup_from_finer()))

@@ -26,7 +26,9 @@ from metrics.backend import bucket_expression
 
 RESOLUTIONS = {"1m": "1 minute", "1h": "1 hour"}
 # The catalogue's entities with rollups of their own, pods before the groups built from them.
-ENTITIES = ("node", "pod", "namespace", "deployment", "gpu")
+ENTITIES = ("node", "pod", "namespace", "deployment", "gpu", "serving", "serving_namespace", "serving_deployment")
+# Entities built from raw samples; the others sum the 1m rows of another (catalogue.SUM_OF).
+FROM_RAW = tuple(name for name in ENTITIES if name not in catalogue.SUM_OF)
 STATE_TABLE = "metrics_rollup_state"
 INVALIDATION_TABLE = "metrics_rollup_invalidation"
 

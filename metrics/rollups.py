@@ -36,8 +36,10 @@ from django.utils import timezone
 from psycopg.errors import LockNotAvailable
 
 from metrics import backend
+from metrics.catalogue import SUM_OF
 from metrics.rollup_schema import (
     ENTITY,
+    FROM_RAW,
     INVALIDATION_TABLE,
     RESOLUTIONS,
     STATE_TABLE,
@@ -240,7 +242,7 @@ def _merge(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, date
 def _rebuild_1m(cursor: Any, tier: str, lo: datetime, hi: datetime, only: str | None = None) -> int:
     """Replace the 1m buckets in [lo, hi) of every entity (or `only` that one), from raw samples."""
     rows = 0
-    for name in ("node", "pod", "gpu"):
+    for name in FROM_RAW:
         if only not in (None, name):
             continue
         entity = ENTITY[name]
@@ -253,11 +255,11 @@ def _rebuild_1m(cursor: Any, tier: str, lo: datetime, hi: datetime, only: str | 
         )
         rows += cursor.rowcount
     # Namespaces and Deployments are sums of their pods: cheaper from the fresh pod rows.
-    pod_mat = f"{ENTITY['pod'].relation('1m')}_mat"
-    for name in ("namespace", "deployment"):
+    for name, of in SUM_OF.items():
         if only not in (None, name):
             continue
         entity = ENTITY[name]
+        pod_mat = f"{ENTITY[of].relation('1m')}_mat"
         mat = f"{entity.relation('1m')}_mat"
         where = "bucket >= %s AND bucket < %s" + (f" AND {entity.where}" if entity.where else "")
         cursor.execute(f"DELETE FROM {mat} WHERE bucket >= %s AND bucket < %s", [lo, hi])
@@ -330,7 +332,7 @@ def _rebuild_bucket(
 ) -> int:
     rebuild = _rebuild_1m if resolution == "1m" else _rebuild_1h
     rows = 0
-    for name in ("node", "pod", "namespace", "deployment"):  # pods before the sums of pods
+    for name in (*FROM_RAW, *SUM_OF):  # pods before the sums of pods
         try:
             with transaction.atomic(using=cursor.db.alias):
                 rows += rebuild(cursor, tier, lo, hi, only=name)
@@ -368,7 +370,8 @@ def _read_state(cursor: Any, lock: bool = False) -> tuple[datetime | None, datet
 def _oldest_raw(cursor: Any) -> datetime | None:
     cursor.execute(
         'SELECT least((SELECT min("time") FROM metrics_podsample), '
-        '(SELECT min("time") FROM metrics_nodesample), (SELECT min("time") FROM metrics_gpusample))'
+        '(SELECT min("time") FROM metrics_nodesample), (SELECT min("time") FROM metrics_gpusample), '
+        '(SELECT min("time") FROM metrics_servingsample))'
     )
     return cursor.fetchone()[0]
 

@@ -394,8 +394,10 @@ def group_node_ids(entity: Entity, window: Window) -> list[int]:
             nodes = nodes.filter(cluster_id=entity.key[0])
         return sorted(nodes.values_list("id", flat=True))
     pods = Pod.objects.filter(namespace=entity.key[0])
-    if entity.kind == "deployment":
+    if entity.kind in ("deployment", "serving_deployment"):
         pods = pods.filter(deployment=entity.key[1])
+    if entity.kind in catalogue.SERVING:
+        pods = pods.filter(model_server__isnull=False)  # the nodes of its server pods
     pods = pods.filter(first_seen__lt=window.end, last_seen__gte=window.start - timedelta(minutes=2))
     return sorted(set(pods.values_list("node_id", flat=True)))
 
@@ -473,9 +475,10 @@ class PointField:
     integer: bool = False
 
 
-# The catalogue's metrics, then coverage.
+# The catalogue's resource metrics (model servers have their own points, SERVING_POINTS), then
+# coverage.
 POINTS = (
-    *(PointField(m.name, m.unit, m.help, m.integer) for m in catalogue.METRICS),
+    *(PointField(m.name, m.unit, m.help, m.integer) for m in catalogue.METRICS if m.entities <= catalogue.RESOURCES),
     PointField(
         "coverage", "0..1",
         "Share of the bucket for which samples exist: for a pod, container or node its own, for a "
@@ -484,6 +487,15 @@ POINTS = (
     ),
 )
 POINT_FIELDS = ("time", *(f.name for f in POINTS))
+SERVING_POINTS = (
+    *(PointField(m.name, m.unit, m.help, m.integer) for m in catalogue.metrics_of("serving")),
+    PointField(
+        "coverage", "0..1",
+        "Share of the bucket for which samples exist: a server pod's own, a Deployment's that of the "
+        "nodes its pods ran on.",
+    ),
+)
+SERVING_FIELDS = tuple(m.name for m in catalogue.metrics_of("serving"))
 
 
 def _div(a: float | None, b: float | None, scale: float = 1.0) -> float | None:
@@ -577,8 +589,11 @@ def _capacity_from_node(point: dict[str, Any], entity: Entity) -> None:
             point[name] = value
 
 
-def series(entity: Entity, window: Window, now: datetime | None = None) -> list[dict[str, Any]]:
-    """One point per bucket of the window, oldest first; buckets without data have nulls."""
+def series(
+    entity: Entity, window: Window, now: datetime | None = None, fields: Fields = None
+) -> list[dict[str, Any]]:
+    """One point per bucket of the window, oldest first; buckets without data have nulls (with
+    `fields`: points carry only those, `time` and `coverage`)."""
     now = now or timezone.now()
     sums = fetch_sums(entity, window)
     nodes: list[int] = []
@@ -586,7 +601,7 @@ def series(entity: Entity, window: Window, now: datetime | None = None) -> list[
     if entity.kind in AGGREGATE_KINDS:
         nodes = group_node_ids(entity, window)
         covered = node_coverage(nodes, window)
-    return _points(entity, window, sums, covered, len(nodes), now)
+    return _points(entity, window, sums, covered, len(nodes), now, fields)
 
 
 def _points(
@@ -853,10 +868,12 @@ def _group_nodes_in(kind: str, keys: list[tuple[Any, ...]], window: Window) -> d
         namespace__in={k[0] for k in keys}, first_seen__lt=window.end,
         last_seen__gte=window.start - timedelta(minutes=2),
     )
+    if kind in catalogue.SERVING:
+        pods = pods.filter(model_server__isnull=False)
     wanted = set(map(tuple, keys))
     nodes: dict[tuple[Any, ...], set[int]] = {}
     for namespace, deployment, node_id in pods.values_list("namespace", "deployment", "node_id").distinct():
-        key = (namespace,) if kind == "namespace" else (namespace, deployment)
+        key = (namespace,) if len(_KEY_COLUMNS[kind]) == 1 else (namespace, deployment)
         if key in wanted:
             nodes.setdefault(key, set()).add(node_id)
     return nodes

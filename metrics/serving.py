@@ -1,27 +1,29 @@
 """Model servers (vLLM / SGLang pods) as the read API shows them: newest figures and series.
 
-A model server is a Deployment whose pods serve a model, or a pod no Deployment owns. Its figures
-come from metrics_servingsample, the raw samples: there are no serving rollups yet, so series
-reach back RETENTION_RAW_DAYS.
+A model server is a Deployment whose pods serve a model, or a pod no Deployment owns. Its newest
+figures come from metrics_servingsample, the raw samples.
 
-Series are sums, like metrics/series.py: each sample carries what happened during its interval,
-and a point holds the samples whose interval starts in its bucket. Token and request counts (and
-their rates: the sum over the bucket's length) and latency means (sum of sums over sum of counts)
-are exact. p50/p95 cannot be merged from percentiles: a point gives the highest replica interval
-p95 in the bucket, an upper bound. Gauges (requests running/waiting, KV cache use) are
-time-weighted: requests summed over replicas, KV cache % averaged over them.
+Its series are the catalogue's (metrics/catalogue.py, entities `serving` and
+`serving_deployment`): each sample carries what happened during its interval and is spread over
+the buckets it overlaps, and steps that are multiples of 60 s / 3600 s read the 1m / 1h rollups,
+so token and request counts, their rates and latency means (sum of sums over sum of counts) are
+exact at any step, with `coverage`. p95 cannot be merged from percentiles: a point gives the
+highest replica interval p95 in the bucket, an upper bound. Gauges (requests running/waiting, KV
+cache use) are time-weighted: requests summed over replicas, KV cache % averaged over them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
 from django.utils import timezone
 
-from metrics.series import EPOCH, LATEST_LOOKBACK, Window
+from metrics import series
+from metrics.models import Pod
+from metrics.series import LATEST_LOOKBACK, Window
 
 LATENCIES = ("ttft", "itl", "e2e")
 
@@ -121,67 +123,25 @@ def summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-_SERIES_SQL = """
-SELECT date_bin(%s * interval '1 second', s.time, %s) AS b,
-       count(*) AS samples,
-       count(DISTINCT s.pod_id) AS replicas,
-       sum(s.interval_seconds) AS covered_seconds,
-       sum(s.prompt_tokens)::float8, sum(s.generation_tokens)::float8,
-       sum(s.requests_succeeded)::float8, sum(s.preemptions)::float8,
-       sum(s.requests_running * s.interval_seconds), sum(s.requests_waiting * s.interval_seconds),
-       sum(s.kv_cache_usage_percent * s.interval_seconds),
-       sum(s.interval_seconds) FILTER (WHERE s.kv_cache_usage_percent IS NOT NULL),
-       sum(s.ttft_seconds_sum), sum(s.ttft_count)::float8, max(s.ttft_p95_seconds),
-       sum(s.itl_seconds_sum), sum(s.itl_count)::float8, max(s.itl_p95_seconds),
-       sum(s.e2e_seconds_sum), sum(s.e2e_count)::float8, max(s.e2e_p95_seconds),
-       bool_or(s.restarted)
-FROM metrics_servingsample s
-WHERE {where} AND s.time >= %s AND s.time < %s
-GROUP BY 1 ORDER BY 1
-"""
-
-POINT_FIELDS = (
-    "samples", "replicas", "coverage", "prompt_tokens", "generation_tokens", "requests_succeeded",
-    "preemptions", "prompt_tokens_per_second", "generation_tokens_per_second",
-    "requests_per_second", "requests_running", "requests_waiting", "kv_cache_usage_percent",
-    "ttft_mean_seconds", "ttft_p95_seconds", "itl_mean_seconds", "itl_p95_seconds",
-    "e2e_mean_seconds", "e2e_p95_seconds", "restarted",
-)
+def entity_of(server: Server) -> series.Entity | None:
+    """The catalogue entity whose series is the server's: a Deployment's sum over its server pods,
+    or a standalone pod (the newest of that name); None when no such server pod exists."""
+    if server.kind == "deployment":
+        return series.Entity("serving_deployment", (server.namespace, server.name))
+    pod_id = (
+        Pod.objects.filter(namespace=server.namespace, name=server.name, model_server__isnull=False)
+        .order_by("-last_seen").values_list("id", flat=True).first()
+    )
+    return None if pod_id is None else series.Entity("serving", (pod_id,))
 
 
-def series(server: Server, window: Window) -> list[dict[str, Any]]:
-    """One point per bucket of the window, oldest first; buckets without samples hold nulls."""
-    where, params = _where(server)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _SERIES_SQL.format(where=where), [window.step, EPOCH, *params, window.start, window.end]
+def server_series(server: Server, window: Window) -> list[dict[str, Any]]:
+    """One point per bucket of the window, oldest first, from the catalogue's series machinery
+    (metrics/series.py): raw samples spread over the buckets they overlap at any step, the 1m / 1h
+    rollups at multiples of 60 s / 3600 s; buckets without samples hold nulls."""
+    entity = entity_of(server)
+    if entity is None:
+        return series._points(
+            series.Entity("serving", (0,)), window, {}, {}, 0, timezone.now(), series.SERVING_FIELDS
         )
-        rows = {row[0]: row[1:] for row in cursor.fetchall()}
-    points = []
-    step = float(window.step)
-    bucket = window.start
-    while bucket < window.end:
-        point: dict[str, Any] = {"time": bucket, **dict.fromkeys(POINT_FIELDS)}
-        row = rows.get(bucket)
-        if row is not None:
-            (samples, replicas, covered, prompt, generation, succeeded, preemptions, running,
-             waiting, kv, kv_seconds, *latency, restarted) = row
-            # Gauges: time-weighted over the seconds each replica covered, summed over replicas.
-            per_replica = covered / replicas
-            point.update(
-                samples=samples, replicas=replicas, coverage=min(1.0, covered / (replicas * step)),
-                prompt_tokens=prompt, generation_tokens=generation, requests_succeeded=succeeded,
-                preemptions=preemptions, prompt_tokens_per_second=_rate(prompt, step),
-                generation_tokens_per_second=_rate(generation, step),
-                requests_per_second=_rate(succeeded, step),
-                requests_running=_rate(running, per_replica),
-                requests_waiting=_rate(waiting, per_replica),
-                kv_cache_usage_percent=_rate(kv, kv_seconds), restarted=restarted,
-            )
-            for i, name in enumerate(LATENCIES):
-                total, count, p95 = latency[3 * i: 3 * i + 3]
-                point[f"{name}_mean_seconds"] = total / count if count else None
-                point[f"{name}_p95_seconds"] = p95
-        points.append(point)
-        bucket += timedelta(seconds=window.step)
-    return points
+    return series.series(entity, window, fields=series.SERVING_FIELDS)

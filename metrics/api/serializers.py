@@ -300,27 +300,14 @@ class ModelServerLatestSerializer(serializers.Serializer):
 
 
 class ModelServerPointSerializer(serializers.Serializer):
+    """One bucket of a model server's series: the catalogue's serving metrics, then coverage."""
+
     time = serializers.DateTimeField(help_text="Start of the bucket.")
-    samples = serializers.IntegerField(allow_null=True)
-    replicas = serializers.IntegerField(allow_null=True)
-    coverage = serializers.FloatField(allow_null=True, help_text="Seconds covered by the replicas' samples over replicas x step.")
-    prompt_tokens = serializers.FloatField(allow_null=True)
-    generation_tokens = serializers.FloatField(allow_null=True)
-    requests_succeeded = serializers.FloatField(allow_null=True)
-    preemptions = serializers.FloatField(allow_null=True)
-    prompt_tokens_per_second = serializers.FloatField(allow_null=True)
-    generation_tokens_per_second = serializers.FloatField(allow_null=True)
-    requests_per_second = serializers.FloatField(allow_null=True)
-    requests_running = serializers.FloatField(allow_null=True)
-    requests_waiting = serializers.FloatField(allow_null=True)
-    kv_cache_usage_percent = serializers.FloatField(allow_null=True)
-    ttft_mean_seconds = serializers.FloatField(allow_null=True)
-    ttft_p95_seconds = serializers.FloatField(allow_null=True)
-    itl_mean_seconds = serializers.FloatField(allow_null=True)
-    itl_p95_seconds = serializers.FloatField(allow_null=True)
-    e2e_mean_seconds = serializers.FloatField(allow_null=True)
-    e2e_p95_seconds = serializers.FloatField(allow_null=True)
-    restarted = serializers.BooleanField(allow_null=True)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields.update({f.name: _point_field(f) for f in series.SERVING_POINTS})
+        return fields
 
 
 class ModelServerSeriesSerializer(serializers.Serializer):
@@ -328,7 +315,7 @@ class ModelServerSeriesSerializer(serializers.Serializer):
     end = serializers.DateTimeField()
     step = serializers.IntegerField()
     source = serializers.ChoiceField(  # type: ignore[assignment]
-        choices=["raw", "1m", "1h"], help_text="Always raw: model servers have no rollups yet."
+        choices=["raw", "1m", "1h"], help_text="Raw samples or the rollup the points were computed from."
     )
     points = ModelServerPointSerializer(many=True)
 

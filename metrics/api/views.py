@@ -659,7 +659,7 @@ class ModelServerViewSet(ModelServerListViewSet):
     ),
     retrieve=extend_schema(
         operation_id="model_servers_namespace_retrieve",
-        summary="A model server, with a series (raw samples) when window or start is given",
+        summary="A model server, with a series (raw samples or rollups, by step) when window or start is given",
         parameters=[
             _path_param("namespace", "Namespace name"),
             _path_param("server", "Deployment name, or pod name with kind=pod"),
@@ -685,11 +685,11 @@ class NamespaceModelServerViewSet(RetrieveMixin, ModelServerListViewSet):
         return item
 
     def retrieve_item(self, request: Request) -> Response:
-        window = self.series_window(request, source="raw")
+        window = self.series_window(request)
         item = self.get_object()
         context = self.get_serializer_context() | {"usage": self.usage_for([item])}
         if window is not None:
-            points = serving.series(serving.Server(item["namespace"], item["server"], item["kind"]), window)
+            points = serving.server_series(serving.Server(item["namespace"], item["server"], item["kind"]), window)
             for point in points:
                 point["time"] = _format_time(point["time"])
             context["series"] = {

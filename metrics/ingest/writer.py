@@ -442,7 +442,9 @@ def _store(
                 earliest = min(earliest, _copy_containers(cursor, batch, pod_ids, container_ids, starts))
             serving = [i for i, pod in enumerate(batch.pods) if pod.serving is not None]
             if serving:
-                _copy_serving(cursor, batch, serving, pod_ids, node_id, end)
+                # A late scrape covers more than one tick and starts before the batch: the
+                # rollups' invalidated range must reach back to it.
+                earliest = min(earliest, _copy_serving(cursor, batch, serving, pod_ids, node_id, end))
             t5 = tick()
             timings["copy_containers"] = t5 - t4
 
@@ -531,9 +533,10 @@ def _copy_containers(
 
 def _copy_serving(
     cursor: Any, batch: Batch, indexes: list[int], pod_ids: list[int], node_id: int, end: datetime
-) -> None:
-    """COPY the serving samples. Each covers its own interval (a late scrape covers more than
-    one tick), ending with the batch."""
+) -> datetime:
+    """COPY the serving samples and return the earliest start. Each covers its own interval (a
+    late scrape covers more than one tick), ending with the batch."""
+    earliest = end
     with cursor.copy(SERVING_COPY) as copy:
         if COPY_FORMAT == "BINARY":
             copy.set_types(SERVING_SAMPLE_TYPES)
@@ -542,10 +545,13 @@ def _copy_serving(
             serving = pod.serving
             assert serving is not None
             seconds = serving.interval_seconds or pod.interval_seconds or batch.interval_seconds
+            start = end - timedelta(seconds=seconds)
+            earliest = min(earliest, start)
             copy.write_row((
-                pod_ids[i], node_id, end - timedelta(seconds=seconds), seconds, pod.namespace,
+                pod_ids[i], node_id, start, seconds, pod.namespace,
                 pod.deployment, pod.model_server, pod.model_name, *_serving_usage(serving),
             ))
+    return earliest
 
 
 # --- inventory ------------------------------------------------------------------------------------

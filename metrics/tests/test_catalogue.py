@@ -36,7 +36,11 @@ def test_the_newest_rollup_snapshot_equals_the_live_catalogue():
 
 
 def test_every_point_field_is_a_catalogue_metric_then_coverage():
-    assert [f.name for f in series.POINTS] == [m.name for m in catalogue.METRICS] + ["coverage"]
+    resources = [m.name for m in catalogue.METRICS if m.entities <= catalogue.RESOURCES]
+    assert [f.name for f in series.POINTS] == resources + ["coverage"]
+    serving = [m.name for m in catalogue.METRICS if m.entities <= catalogue.SERVING]
+    assert [f.name for f in series.SERVING_POINTS] == serving + ["coverage"]
+    assert len(resources) + len(serving) == len(catalogue.METRICS)
 
 
 def test_an_entity_has_the_sums_its_metrics_read_and_nothing_node_only_on_pods():

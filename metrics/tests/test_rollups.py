@@ -161,6 +161,23 @@ def make_gpu_samples(node, start, end, interval):
     GpuSample.objects.bulk_create(rows)
 
 
+def make_serving_samples(pod, start, end, interval):
+    """vLLM serving samples of `pod` varying every `interval` seconds in [start, end)."""
+    from metrics.models import ServingSample
+
+    rows, t = [], start
+    while t < end:
+        rows.append(ServingSample(
+            pod=pod, node_id=pod.node_id, namespace=pod.namespace, deployment=pod.deployment,
+            model_server="vllm", time=t, interval_seconds=interval, requests_running=float(t.minute % 4),
+            kv_cache_usage_percent=float(t.second), prompt_tokens=10 * t.minute, generation_tokens=t.second,
+            requests_succeeded=t.minute % 3, ttft_seconds_sum=0.1 * (t.minute % 3), ttft_count=t.minute % 3,
+            ttft_p95_seconds=0.01 * t.minute, restarted=t.minute == 7,
+        ))
+        t += timedelta(seconds=interval)
+    ServingSample.objects.bulk_create(rows)
+
+
 def test_an_hour_equals_the_sum_of_its_minutes(cluster):
     start = recent_hour(3)
     # Varying usage, so a wrong grouping could not hide behind constant rows.
@@ -171,13 +188,14 @@ def test_an_hour_equals_the_sum_of_its_minutes(cluster):
     make_pod_samples(cluster["pods"]["web-b"], start, start + 2 * HOUR, 15, cpu_cores=lambda t: t.second / 60)
     make_node_samples(cluster["nodes"][10], start, start + 2 * HOUR, 10, cpu_cores=lambda t: t.minute / 10)
     make_gpu_samples(cluster["nodes"][10], start, start + 2 * HOUR, 10)
+    make_serving_samples(cluster["pods"]["web-a"], start, start + 2 * HOUR, 10)
     rollups.refresh()
 
     for entity in ENTITY.values():
         keys = ", ".join(entity.key_names())
         columns = [c for c in entity.columns]
         sums = ", ".join(
-            f"{'max' if c.name.endswith('_max_bytes') else 'sum'}({c.name}) AS {c.name}"
+            f"{'max' if c.finer.startswith('max(') else 'sum'}({c.name}) AS {c.name}"
             for c in columns
         )
         from_minutes = fetch(

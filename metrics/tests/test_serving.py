@@ -156,11 +156,14 @@ def test_model_servers_list_one_row_per_deployment_or_standalone_pod(reader, ser
 def test_a_model_servers_series_sums_tokens_exactly(reader, served):
     namespace = served["batches"][0]["pods"][0]["namespace"]
     body = reader.get(f"/api/model-servers/{namespace}/llama/?window=600&step=60").json()
-    points = [p for p in body["series"]["points"] if p["samples"]]
-    assert sum(p["generation_tokens"] for p in points) == 1000 + 1100 + 1200
-    assert sum(p["requests_succeeded"] for p in points) == 36
+    assert body["series"]["source"] == "1m"
+    points = [p for p in body["series"]["points"] if p["replicas"]]
+    assert sum(p["generation_tokens"] for p in points) == pytest.approx(1000 + 1100 + 1200)
+    assert sum(p["requests_succeeded"] for p in points) == pytest.approx(36)
     for p in points:
-        assert p["generation_tokens_per_second"] == p["generation_tokens"] / 60
+        # A rate over the seconds the replica's node reported in the bucket (coverage says how
+        # much of it that is).
+        assert p["generation_tokens_per_second"] == pytest.approx(p["generation_tokens"] / (60 * p["coverage"]))
         assert p["ttft_mean_seconds"] == pytest.approx(0.3)
 
 

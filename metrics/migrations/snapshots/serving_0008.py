@@ -54,4 +54,12 @@ def forward(cursor: Any) -> None:
 
 
 def backward(cursor: Any) -> None:
-    """Nothing to undo by hand: reversing 0008 drops the table, hypertable, policies and all."""
+    """Reversing 0009 drops the table, hypertable, policies and all; but it first removes the
+    fields added after CreateModel (pod), and TimescaleDB refuses to drop a compression segmentby
+    column: in tier tsl compression is turned off first (the only change since the snapshot was
+    frozen; forward is unchanged)."""
+    if backend.read_recorded(cursor).tier != "tsl":
+        return
+    cursor.execute("SELECT remove_compression_policy(%s::regclass, if_exists => true)", [TABLE])
+    cursor.execute("SELECT decompress_chunk(c, true) FROM show_chunks(%s::regclass) c", [TABLE])
+    cursor.execute(f"ALTER TABLE {TABLE} SET (timescaledb.compress = false)")
