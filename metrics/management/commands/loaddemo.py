@@ -44,6 +44,8 @@ class Workload:
     io_bytes_per_cpu_second: float = 2 * MiB
     net_bytes_per_cpu_second: float = 4 * MiB
     gpus: int = 0  # GPUs per replica; such pods run on the GPU node (the first)
+    model_server: str | None = None  # vllm or sglang: its pods also report serving samples
+    model_name: str | None = None
 
 
 WORKLOADS = (
@@ -62,7 +64,8 @@ WORKLOADS = (
              0.004, 35 * MiB, 0.2, 128 * MiB, 0, 0.5 * MiB),
     # Last, so the pods above keep their nodes. A model server holding one of the GPU node's GPUs.
     Workload("ml", "vllm", "Deployment", 1, (("vllm", "vllm/vllm-openai:v0.6.3"),), 0.8, 6 * GiB, 4.0,
-             16 * GiB, 0.5 * MiB, 2 * MiB, gpus=1),
+             16 * GiB, 0.5 * MiB, 2 * MiB, gpus=1, model_server="vllm",
+             model_name="meta-llama/Llama-3.1-8B-Instruct"),
 )
 # The first node's GPUs: 24 GiB NVIDIA L4s; the first is the model server's, the second idle.
 GPUS_ON_FIRST_NODE = 2
@@ -141,9 +144,10 @@ def pod_usage(pod: DemoPod, end: datetime, interval: float, rng: random.Random) 
     net = cpu_seconds * w.net_bytes_per_cpu_second
     gpu: dict[str, Any] = {}
     if w.gpus:
-        # Busy with the day's requests; the weights and KV cache fill most of the device.
+        # A model server under steady load keeps its GPU above 90 % busy (so the demo's
+        # PodGPUUtilisationHigh alert fires); the weights and KV cache fill most of the device.
         gpu = {
-            "gpu_utilization_percent": round(min(100.0, 55 * _daily(end, pod.phase) * rng.uniform(0.85, 1.15)), 1),
+            "gpu_utilization_percent": round(min(99.5, 90 + 5 * _daily(end, pod.phase) * rng.uniform(0.9, 1.1)), 1),
             "gpu_memory_bytes": int(GPU_MEMORY * 0.9 * rng.uniform(0.98, 1.0)),
         }
     return {
@@ -154,6 +158,30 @@ def pod_usage(pod: DemoPod, end: datetime, interval: float, rng: random.Random) 
         "disk_write_bytes": int(io * rng.uniform(0.6, 0.9)),
         "net_rx_bytes": int(net * rng.uniform(0.4, 0.6)),
         "net_tx_bytes": int(net * rng.uniform(0.4, 0.6)),
+    }
+
+
+def serving(pod: DemoPod, end: datetime, interval: float, rng: random.Random) -> dict[str, Any]:
+    """What a vLLM replica did in the interval: about 2 requests/s at the day's average, ~600
+    prompt and ~250 output tokens each, latencies that grow with the load."""
+    load = _daily(end, pod.phase) * rng.uniform(0.9, 1.1)
+    requests = max(1, round(2 * load * interval))
+    ttft, itl = 0.08 + 0.06 * load, 0.018 + 0.008 * load  # mean seconds
+    e2e = ttft + 250 * itl
+    return {
+        "requests_running": round(6 * load),
+        "requests_waiting": max(0, round(8 * (load - 1.2))),
+        "kv_cache_usage_percent": round(min(98.0, 25 + 40 * load), 1),
+        "prompt_tokens": int(requests * 600 * rng.uniform(0.9, 1.1)),
+        "generation_tokens": int(requests * 250 * rng.uniform(0.9, 1.1)),
+        "requests_succeeded": requests,
+        "preemptions": 0,
+        "ttft_seconds_sum": round(ttft * requests, 4), "ttft_count": requests,
+        "ttft_p50_seconds": round(ttft * 0.8, 4), "ttft_p95_seconds": round(ttft * 2.2, 4),
+        "itl_seconds_sum": round(itl * requests * 250, 4), "itl_count": requests * 250,
+        "itl_p50_seconds": round(itl * 0.9, 4), "itl_p95_seconds": round(itl * 1.8, 4),
+        "e2e_seconds_sum": round(e2e * requests, 4), "e2e_count": requests,
+        "e2e_p50_seconds": round(e2e * 0.9, 4), "e2e_p95_seconds": round(e2e * 1.9, 4),
     }
 
 
@@ -198,7 +226,15 @@ def make_batch(node: str, node_index: int, pods: list[DemoPod], end: datetime, i
             **usage,
             "cpu_limit_cores": pod.workload.cpu_limit,
             "memory_limit_bytes": pod.workload.memory_limit,
+            "phase": "Running",
+            "ready": True,
+            # Requests as teams set them: generous, twice the typical use (what right-sizing
+            # finds); BestEffort pods (no limit either) have none.
+            **({"cpu_request_cores": round(pod.workload.cpu_cores * 2, 3),
+                "memory_request_bytes": min(int(pod.workload.memory_bytes * 1.5), pod.workload.memory_limit or GiB ** 2)} if pod.qos == "Burstable" else {}),
             "containers": containers,
+            **({"model_server": pod.workload.model_server, "model_name": pod.workload.model_name,
+                "serving": serving(pod, end, interval, rng)} if pod.workload.model_server else {}),
         })
     capacity_cores = 4.0 if node_index % 2 == 0 else 8.0
     memory_total = 16 * GiB if node_index % 2 == 0 else 32 * GiB
@@ -311,3 +347,14 @@ class Command(BaseCommand):
         )
         if not no_refresh:
             call_command("refreshrollups", stdout=self.stdout, stderr=self.stderr)
+        self.evaluate_alerts(last_end, interval)
+
+    def evaluate_alerts(self, last_end: datetime, interval: int) -> None:
+        """Two cycles of the alert rules over the demo's last minutes, as the evaluator would have
+        run them: the first makes alerts pending, the second (past their `for`) fires them."""
+        from metrics.alerts.evaluate import run_cycle
+
+        first = run_cycle(last_end - timedelta(minutes=5), dispatch=False)
+        second = run_cycle(last_end, dispatch=False)
+        self.stdout.write(f"loaddemo: alert rules evaluated: {first.pending + second.pending} pending, "
+                          f"{first.fired + second.fired} fired")
