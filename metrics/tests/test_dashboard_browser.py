@@ -298,7 +298,9 @@ def test_the_overview_cards_come_from_the_summary_and_list_the_firing_alert(demo
     assert f"Running {demo['pods']}" in cards["pods"]
     assert "vLLM 1" in cards["model-servers"] and "SGLang 0" in cards["model-servers"]
     # Requests are recorded by the demo: the cards compare use with them, not only with capacity.
-    assert "requests" in cards["cpu"] and "of capacity" in cards["cpu"]
+    assert "of requests" in cards["cpu"] and "of capacity requested" in cards["cpu"]
+    # The first node's GPUs: the model server's is over 90 % busy, the other idle.
+    assert re.match(r"GPU\n9\d\.\d %", p.inner_text('#cards [data-card="gpu"]'))
     assert "1 critical" in cards["alerts"]
     # loaddemo evaluates the rules: the model server's GPU is over 90 % busy, and that fires.
     rows = p.locator("#alerts tbody tr")

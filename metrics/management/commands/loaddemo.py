@@ -263,6 +263,9 @@ def make_batch(node: str, node_index: int, pods: list[DemoPod], end: datetime, i
     }
     if node_index == 0:
         batch["gpus"] = demo_gpus(node, [p for p in pods if p.node == node and p.workload.gpus], pod_entries, rng)
+        # The node's own GPU figures, as the collector sends them: summed over its devices.
+        batch["node_usage"]["gpu_utilization_percent"] = round(sum(g["utilization_percent"] for g in batch["gpus"]), 1)
+        batch["node_usage"]["gpu_memory_bytes"] = sum(g["memory_used_bytes"] for g in batch["gpus"])
     return batch
 
 

@@ -277,14 +277,16 @@
     for (const [key, title, unit, suffix] of [["cpu", "CPU", "millicores", "millicores"], ["memory", "Memory", "bytes", "bytes"]]) {
       const x = usage[key];
       if (!x) continue;
-      const lines = [`of ${fmt(x[`capacity_${suffix}`], unit)} capacity`];
-      if (x[`requests_${suffix}`] != null) lines.push(`requests ${pct(x.requests_percent_of_capacity)} of capacity, pods use ${pct(x.pods_percent_of_requests)} of them`);
-      if (x.pods_percent_of_limits != null) lines.push(`pods use ${pct(x.pods_percent_of_limits)} of their limits`);
-      out.push({ key, title, value: fmt(x[`used_${suffix}`], unit), detail: lines.join("; "), percent: x.percent_of_capacity ?? undefined });
+      const lines = [`of ${fmt(x[`capacity_${suffix}`], unit)}`];
+      // Against requests where the inventory records them (what the scheduler reserves), else limits.
+      if (x[`requests_${suffix}`] != null) lines.push(`pods use ${pct(x.pods_percent_of_requests)} of requests (${pct(x.requests_percent_of_capacity)} of capacity requested)`);
+      else if (x.pods_percent_of_limits != null) lines.push(`pods use ${pct(x.pods_percent_of_limits)} of limits`);
+      out.push({ key, title, value: fmt(x[`used_${suffix}`], unit), detail: lines.join(" · "), percent: x.percent_of_capacity ?? undefined });
     }
     if (usage.gpu) {
       const g = usage.gpu;
-      out.push({ key: "gpu", title: "GPU", value: fmt(g.utilization_percent_sum, "%"), detail: `summed over GPUs on ${g.nodes_with_gpu} node${g.nodes_with_gpu === 1 ? "" : "s"}; ${fmt(g.memory_used_bytes, "bytes")} memory used` });
+      const of = g.gpus ? ` of ${g.gpus} GPU${g.gpus === 1 ? "" : "s"}` : ` on ${g.nodes_with_gpu} node${g.nodes_with_gpu === 1 ? "" : "s"}`;
+      out.push({ key: "gpu", title: "GPU", value: fmt(g.utilization_percent_sum, "%"), detail: `busy, summed over GPUs${of} · ${fmt(g.memory_used_bytes, "bytes")} memory`, percent: g.utilization_percent_of_capacity ?? undefined });
     }
     if (summary.alerts) {
       const a = summary.alerts;
