@@ -29,10 +29,10 @@ def test_it_stores_one_batch_per_node_per_interval_with_every_workload() -> None
     assert set(Pod.objects.exclude(deployment=None).values_list("deployment", flat=True)) == {
         "frontend", "cart", "checkout", "etl", "coredns", "vllm"
     }
-    # 12 replicas plus one collector per node; the frontend pods have two containers.
-    assert Pod.objects.count() == 14
-    assert Container.objects.count() == 17
-    assert PodSample.objects.count() == 14 * 60
+    # 12 replicas, a bare SGLang pod, and one collector per node; the frontend pods have two containers.
+    assert Pod.objects.count() == 15
+    assert Container.objects.count() == 18
+    assert PodSample.objects.count() == 15 * 60
 
 
 def test_the_first_node_has_two_gpus_and_the_model_server_holds_one() -> None:
@@ -50,7 +50,7 @@ def test_the_first_node_has_two_gpus_and_the_model_server_holds_one() -> None:
 def test_it_shows_its_progress_while_it_loads() -> None:
     out = loaddemo("--hours", "1", "--nodes", "1", "--interval", "60", "--no-refresh")
     lines = out.splitlines()
-    assert lines[0] == "loaddemo: 60 intervals x 1 nodes to store (13 pods)"
+    assert lines[0] == "loaddemo: 60 intervals x 1 nodes to store (14 pods)"
     progress = [line for line in lines if line.endswith(" intervals)")]
     assert progress == [f"loaddemo: {p} % ({p * 60 // 100}/60 intervals)" for p in range(10, 100, 10)]
     assert lines.index(progress[-1]) < lines.index(next(line for line in lines if "batches stored" in line))

@@ -296,11 +296,11 @@ def test_the_overview_cards_come_from_the_summary_and_list_the_firing_alert(demo
     cards = {k: p.inner_text(f'#cards [data-card="{k}"]') for k in ("nodes", "pods", "model-servers", "cpu", "memory", "alerts")}
     assert "3 / 3" in cards["nodes"] and "all reporting" in cards["nodes"]
     assert f"Running {demo['pods']}" in cards["pods"]
-    assert "vLLM 1" in cards["model-servers"] and "SGLang 0" in cards["model-servers"]
+    assert "vLLM 1" in cards["model-servers"] and "SGLang 1" in cards["model-servers"]
     # Requests are recorded by the demo: the cards compare use with them, not only with capacity.
     assert "of requests" in cards["cpu"] and "of capacity requested" in cards["cpu"]
-    # The first node's GPUs: the model server's is over 90 % busy, the other idle.
-    assert re.match(r"GPU\n9\d\.\d %", p.inner_text('#cards [data-card="gpu"]'))
+    # The first node's two GPUs, one per model server, summed (vLLM's alone is over 90 % busy).
+    assert re.match(r"GPU\n1\d\d\.\d %", p.inner_text('#cards [data-card="gpu"]'))
     assert "1 critical" in cards["alerts"]
     # loaddemo evaluates the rules: the model server's GPU is over 90 % busy, and that fires.
     rows = p.locator("#alerts tbody tr")
@@ -317,8 +317,12 @@ def test_the_model_servers_view_lists_each_server_with_its_figures(demo: dict[st
     heads = p.locator("#rows thead th").all_inner_texts()
     assert heads[:6] == ["Server", "Namespace", "Kind", "Server", "Model", "Replicas"]
     assert {"Tokens/s", "Running", "Waiting", "KV cache", "TTFT p95", "GPU"} <= set(heads)
-    row = p.locator("#rows tbody tr")
-    assert row.count() == 1
+    assert p.locator("#rows tbody tr").count() == 2
+    # A bare pod is a server of its own; it opens as one (?kind=pod).
+    sglang = p.locator("#rows tbody tr", has_text="sglang-qwen")
+    assert "Pod" in sglang.inner_text() and "SGLang" in sglang.inner_text() and "Qwen" in sglang.inner_text()
+    assert sglang.locator("a").first.get_attribute("href").endswith("/views/model-servers/ml/sglang-qwen/?kind=pod")
+    row = p.locator("#rows tbody tr", has_text="meta-llama")
     cells = dict(zip(heads[5:], row.locator("td").all_inner_texts()[5:]))
     assert row.locator("td").nth(4).inner_text() == "meta-llama/Llama-3.1-8B-Instruct"
     assert cells["Replicas"] == "1 / 1"
@@ -327,6 +331,11 @@ def test_the_model_servers_view_lists_each_server_with_its_figures(demo: dict[st
     assert re.fullmatch(r"\d+ %", cells["KV cache"]), cells
     assert re.match(r"9\d\.\d % · \d", cells["GPU"]), cells
     p.screenshot(path=shot("model-servers.png"), full_page=True)
+    p.click("#rows tbody a >> text=sglang-qwen")
+    p.wait_for_url(re.compile(r"/views/model-servers/ml/sglang-qwen/\?kind=pod"))
+    page.wait_refreshed(1)
+    assert "Pod sglang-qwen" in p.inner_text("#facts")
+    assert page.charts() and all(int(c["points"]) > 0 for c in page.charts().values())
     assert page.errors == []
 
 

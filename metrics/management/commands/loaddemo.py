@@ -34,7 +34,7 @@ GiB = 2**30
 class Workload:
     namespace: str
     name: str
-    kind: str  # Deployment, StatefulSet, DaemonSet, Job
+    kind: str  # Deployment, StatefulSet, DaemonSet, Job, or Pod (a bare pod, no owner)
     replicas: int
     containers: tuple[tuple[str, str], ...]  # (name, image)
     cpu_cores: float  # typical usage per replica
@@ -66,8 +66,11 @@ WORKLOADS = (
     Workload("ml", "vllm", "Deployment", 1, (("vllm", "vllm/vllm-openai:v0.6.3"),), 0.8, 6 * GiB, 4.0,
              16 * GiB, 0.5 * MiB, 2 * MiB, gpus=1, model_server="vllm",
              model_name="meta-llama/Llama-3.1-8B-Instruct"),
+    # A bare SGLang pod (no Deployment) on the first node's second GPU, less busy.
+    Workload("ml", "sglang-qwen", "Pod", 1, (("sglang", "lmsysorg/sglang:v0.4.1"),), 0.5, 4 * GiB, 4.0,
+             12 * GiB, 0.5 * MiB, 1 * MiB, gpus=1, model_server="sglang", model_name="Qwen/Qwen2.5-7B-Instruct"),
 )
-# The first node's GPUs: 24 GiB NVIDIA L4s; the first is the model server's, the second idle.
+# The first node's GPUs: 24 GiB NVIDIA L4s, one for each model server.
 GPUS_ON_FIRST_NODE = 2
 GPU_MODEL = "NVIDIA L4"
 GPU_MEMORY = 24 * GiB
@@ -83,8 +86,8 @@ class DemoPod:
     name: str
     uid: str
     node: str
-    owner_kind: str
-    owner_name: str
+    owner_kind: str | None
+    owner_name: str | None
     deployment: str | None
     phase: float  # de-synchronises the replicas' curves
 
@@ -106,6 +109,8 @@ def build_pods(nodes: list[str]) -> list[DemoPod]:
             if w.kind == "Deployment":
                 name = f"{w.name}-{rs_hash}-{_stable_hex(w.name, i, length=5)}"
                 owner_kind, owner_name, deployment = "ReplicaSet", f"{w.name}-{rs_hash}", w.name
+            elif w.kind == "Pod":
+                name, owner_kind, owner_name, deployment = w.name, None, None, None
             elif w.kind == "StatefulSet":
                 name, owner_kind, owner_name, deployment = f"{w.name}-{i}", "StatefulSet", w.name, None
             else:
@@ -144,10 +149,13 @@ def pod_usage(pod: DemoPod, end: datetime, interval: float, rng: random.Random) 
     net = cpu_seconds * w.net_bytes_per_cpu_second
     gpu: dict[str, Any] = {}
     if w.gpus:
-        # A model server under steady load keeps its GPU above 90 % busy (so the demo's
-        # PodGPUUtilisationHigh alert fires); the weights and KV cache fill most of the device.
+        # The vLLM server under steady load keeps its GPU above 90 % busy (so the demo's
+        # PodGPUUtilisationHigh alert fires), the SGLang one follows the day's requests; the
+        # weights and KV cache fill most of the device.
+        busy = (90 + 5 * _daily(end, pod.phase) * rng.uniform(0.9, 1.1) if w.model_server == "vllm"
+                else 45 * _daily(end, pod.phase) * rng.uniform(0.85, 1.15))
         gpu = {
-            "gpu_utilization_percent": round(min(99.5, 90 + 5 * _daily(end, pod.phase) * rng.uniform(0.9, 1.1)), 1),
+            "gpu_utilization_percent": round(min(99.5, busy), 1),
             "gpu_memory_bytes": int(GPU_MEMORY * 0.9 * rng.uniform(0.98, 1.0)),
         }
     return {
@@ -162,10 +170,10 @@ def pod_usage(pod: DemoPod, end: datetime, interval: float, rng: random.Random) 
 
 
 def serving(pod: DemoPod, end: datetime, interval: float, rng: random.Random) -> dict[str, Any]:
-    """What a vLLM replica did in the interval: about 2 requests/s at the day's average, ~600
-    prompt and ~250 output tokens each, latencies that grow with the load."""
+    """What a model server did in the interval: about 2 requests/s (vLLM; SGLang 1) at the day's
+    average, ~600 prompt and ~250 output tokens each, latencies that grow with the load."""
     load = _daily(end, pod.phase) * rng.uniform(0.9, 1.1)
-    requests = max(1, round(2 * load * interval))
+    requests = max(1, round((2 if pod.workload.model_server == "vllm" else 1) * load * interval))
     ttft, itl = 0.08 + 0.06 * load, 0.018 + 0.008 * load  # mean seconds
     e2e = ttft + 250 * itl
     return {
