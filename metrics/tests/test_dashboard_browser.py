@@ -315,7 +315,7 @@ def test_the_overview_cards_come_from_the_summary_and_list_the_firing_alert(demo
 def test_the_model_servers_view_lists_each_server_with_its_figures(demo: dict[str, Any], page: browser.WatchedPage) -> None:
     p = page.open(demo["url"] + "/views/model-servers/")
     heads = p.locator("#rows thead th").all_inner_texts()
-    assert heads[:6] == ["Server", "Namespace", "Kind", "Server", "Model", "Replicas"]
+    assert heads[:6] == ["Server", "Namespace", "Kind", "Engine", "Model", "Replicas"]
     assert {"Tokens/s", "Running", "Waiting", "KV cache", "TTFT p95", "GPU"} <= set(heads)
     assert p.locator("#rows tbody tr").count() == 2
     # A bare pod is a server of its own; it opens as one (?kind=pod).

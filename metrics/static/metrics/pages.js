@@ -368,7 +368,7 @@
       { title: "Server", cell: (m) => link(m.name, msHref(m)) },
       { title: "Namespace", cell: (m) => link(m.namespace, nsHref(m.namespace)) },
       { title: "Kind", cell: (m) => (m.kind === "deployment" ? "Deployment" : "Pod") },
-      { title: "Server", cell: (m) => SERVER_KINDS[m.model_server] || m.model_server },
+      { title: "Engine", cell: (m) => SERVER_KINDS[m.model_server] || m.model_server },
       { title: "Model", cell: (m) => m.model_name || "–" },
       { title: "Replicas", num: true, cell: (m) => `${latest(m).replicas_reporting ?? 0} / ${m.replicas}` },
       { title: "Tokens/s", num: true, cell: (m) => el("span", { title: `prompt ${fmt(latest(m).prompt_tokens_per_second, "tokens/s")}` }, fmt(latest(m).generation_tokens_per_second, "tokens/s")) },
@@ -426,7 +426,7 @@
     const owner = m.kind === "deployment" ? link(`Deployment ${m.name}`, depHref(m.namespace, m.name)) : link(`Pod ${m.name}`, podHref(m.namespace, m.name));
     facts(document.getElementById("facts"), [
       ["Model", m.model_name || "–"],
-      ["Server", SERVER_KINDS[m.model_server] || m.model_server],
+      ["Engine", SERVER_KINDS[m.model_server] || m.model_server],
       ["Workload", owner],
       ["Pods ever seen", String(m.pods)],
       ["First seen", KM.time(m.first_seen)],
