@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from io import StringIO
 
 import pytest
+from django.apps import apps as django_apps
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from metrics.alerts.models import AlertInstance
 from metrics.models import Container, GpuDevice, Node, NodeSample, Pod, PodSample
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -87,3 +90,15 @@ def test_it_refreshes_the_rollups_so_namespace_series_have_data() -> None:
 def test_it_refuses_a_window_beyond_raw_retention() -> None:
     with pytest.raises(CommandError, match="raw retention"):
         loaddemo("--hours", str(24 * 365))
+
+
+def test_it_evaluates_the_alert_rules_over_the_demo_so_alerts_fire_and_resolve() -> None:
+    # The default rules come from a data migration, which an earlier transactional test's flush empties.
+    import_module("metrics.migrations.0008_alerts").install_default_rules(django_apps, None)
+    out = loaddemo("--hours", "3", "--nodes", "1", "--no-refresh")
+    # The vLLM GPU stays above 90 %: firing since the first cycles. Every 3 hours each cart
+    # replica is OOM-killed at its memory peak: fired, and resolved 10 minutes later.
+    states = set(AlertInstance.objects.values_list("rule__name", "state"))
+    assert ("PodGPUUtilisationHigh", "firing") in states
+    assert ("ContainerOOMKilled", "resolved") in states
+    assert "alert rules evaluated every 5 minutes" in out

@@ -5,7 +5,9 @@ server on the first node's GPU, two NVIDIA L4s there) over the last hours: one b
 (`writer.store`) as POST /api/ingest/, so the demo is stored exactly like collector data. CPU
 follows a daily curve with noise, memory creeps and drops at a restart, disk and network follow
 the CPU. Everything is derived from --seed, so a rerun produces the same batches, which ingest
-stores once (a batch already stored is a no-op). The rollups are refreshed at the end.
+stores once (a batch already stored is a no-op). The rollups are refreshed at the end, and the
+alert rules evaluated every 5 minutes over the demo's time (a busy GPU fires, OOM kills fire and
+resolve). The vLLM Deployment and a bare SGLang pod report serving samples.
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ class Workload:
     gpus: int = 0  # GPUs per replica; such pods run on the GPU node (the first)
     model_server: str | None = None  # vllm or sglang: its pods also report serving samples
     model_name: str | None = None
+    oom_at_peak: bool = False  # its memory cycle ends in an OOM kill rather than a trim
 
 
 WORKLOADS = (
     Workload("shop", "frontend", "Deployment", 3, (("nginx", "nginx:1.27"), ("app", "shop/frontend:2.4.1")),
              0.35, 220 * MiB, 1.0, 512 * MiB, 0.2 * MiB, 12 * MiB),
-    Workload("shop", "cart", "Deployment", 2, (("cart", "shop/cart:1.9.0"),), 0.2, 180 * MiB, 0.5, 256 * MiB),
+    Workload("shop", "cart", "Deployment", 2, (("cart", "shop/cart:1.9.0"),), 0.2, 180 * MiB, 0.5, 256 * MiB,
+             oom_at_peak=True),
     Workload("shop", "checkout", "Deployment", 2, (("checkout", "shop/checkout:3.0.2"),), 0.15, 300 * MiB,
              None, 1 * GiB),
     Workload("data", "postgres", "StatefulSet", 1, (("postgres", "postgres:16"),), 0.6, 1200 * MiB, 2.0,
@@ -141,6 +145,9 @@ def pod_usage(pod: DemoPod, end: datetime, interval: float, rng: random.Random) 
         cpu_cores = min(cpu_cores, w.cpu_limit)
     # Memory creeps up over a 3-hour cycle and falls back, as a cache fills and is trimmed.
     cycle = ((end.timestamp() / 3600 + pod.phase) % 3) / 3
+    # The cycle wrapped during this interval: the container was OOM-killed at its peak (an
+    # alert that fires and resolves, for the alerts view's history).
+    killed = cycle < (((end.timestamp() - interval) / 3600 + pod.phase) % 3) / 3
     memory = int(w.memory_bytes * (0.85 + 0.3 * cycle) * rng.uniform(0.98, 1.02))
     if w.memory_limit is not None:
         memory = min(memory, int(w.memory_limit * 0.97))
@@ -160,6 +167,7 @@ def pod_usage(pod: DemoPod, end: datetime, interval: float, rng: random.Random) 
         }
     return {
         **gpu,
+        **({"oom_kills": int(killed)} if w.oom_at_peak else {}),
         "cpu_seconds": round(cpu_seconds, 6),
         "memory_working_set_bytes": memory,
         "disk_read_bytes": int(io * rng.uniform(0.1, 0.4)),
@@ -358,14 +366,28 @@ class Command(BaseCommand):
         )
         if not no_refresh:
             call_command("refreshrollups", stdout=self.stdout, stderr=self.stderr)
-        self.evaluate_alerts(last_end, interval)
+        self.evaluate_alerts(last_end - timedelta(seconds=(steps - 1) * interval), last_end)
 
-    def evaluate_alerts(self, last_end: datetime, interval: int) -> None:
-        """Two cycles of the alert rules over the demo's last minutes, as the evaluator would have
-        run them: the first makes alerts pending, the second (past their `for`) fires them."""
+    def evaluate_alerts(self, first_end: datetime, last_end: datetime) -> None:
+        """The alert rules evaluated every 5 minutes over the demo's time, as `evaluatealerts`
+        would have run them: alerts go pending, fire and resolve, so both the active alerts and
+        their history have rows."""
+        from django.db.models import Max
+
         from metrics.alerts.evaluate import run_cycle
+        from metrics.alerts.models import AlertRule
 
-        first = run_cycle(last_end - timedelta(minutes=5), dispatch=False)
-        second = run_cycle(last_end, dispatch=False)
-        self.stdout.write(f"loaddemo: alert rules evaluated: {first.pending + second.pending} pending, "
-                          f"{first.fired + second.fired} fired")
+        # A rerun goes on from the last cycle (of this or a real evaluator): evaluating the same
+        # minutes again would record each resolved alert twice.
+        done = AlertRule.objects.aggregate(last=Max("last_evaluated"))["last"]
+        fired = resolved = 0
+        moment = max(first_end, done or first_end) + timedelta(minutes=5)
+        if done is not None and done >= last_end:
+            return
+        while True:
+            result = run_cycle(min(moment, last_end), dispatch=False)
+            fired, resolved = fired + result.fired, resolved + result.resolved
+            if moment >= last_end:
+                break
+            moment += timedelta(minutes=5)
+        self.stdout.write(f"loaddemo: alert rules evaluated every 5 minutes: {fired} fired, {resolved} resolved")
