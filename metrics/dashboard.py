@@ -76,6 +76,8 @@ def _page(request: HttpRequest, template: str, page: str, title: str, **context:
         # (A data- attribute, not a script block: the CSP allows no inline script at all.)
         points_json=json.dumps([{"name": f.name, "unit": f.unit, "help": f.help} for f in series.POINTS]),
         optional_views=optional_views(),
+        # The optional views' pages, for the overview's cards to link to.
+        optional_pages={v["slug"].replace("-", "_"): reverse("dash-optional", args=[v["slug"]]) for v in optional_views()},
         summary_api="/api/summary/" if api_exists("/api/summary/") else "",
         alerts_api=next((v["api"] for v in optional_views() if v["slug"] == "alerts"), ""),
         cluster_name=settings.CLUSTER_NAME,
@@ -207,9 +209,32 @@ def pods(request: HttpRequest) -> HttpResponse:
     return _page(request, "pods.html", "pods", "Pods", **_pods_context(request, {}, 50))
 
 
-@reader
-def optional(request: HttpRequest, slug: str) -> HttpResponse:
+def _optional_view(slug: str) -> dict[str, str]:
     view = next((v for v in optional_views() if v["slug"] == slug), None)
     if view is None:
         raise Http404("This view's API is not installed.")
-    return _page(request, "optional.html", "optional", view["title"], view=view)
+    return view
+
+
+@reader
+def optional(request: HttpRequest, slug: str) -> HttpResponse:
+    view = _optional_view(slug)
+    # Each view has its own layout (pages.js draws body[data-page]); the alerts view has two tabs.
+    return _page(
+        request, f"{slug}.html", slug, view["title"], view=view,
+        history=request.GET.get("state") == "resolved",
+        rightsizing_max_window=settings.RETENTION_1M_DAYS * 86400,
+    )
+
+
+@reader
+def model_server(request: HttpRequest, namespace: str, name: str) -> HttpResponse:
+    view = _optional_view("model-servers")
+    # A Deployment by default; ?kind=pod for a pod no Deployment owns (as the API takes it).
+    kind = "pod" if request.GET.get("kind") == "pod" else "deployment"
+    api = reverse("model-server-namespace-detail", kwargs={"namespace": namespace, "server": name})
+    return _page(
+        request, "model_server.html", "model-server", f"Model server {namespace}/{name}", view=view,
+        namespace=namespace, name=name, kind=kind, api=api + ("?kind=pod" if kind == "pod" else ""),
+        raw_retention_seconds=settings.RETENTION_RAW_DAYS * 86400,
+    )

@@ -33,4 +33,7 @@ urlpatterns = [
     path("namespaces/<str:namespace>/pods/<str:pod>/", dashboard.pod, name="dash-pod"),
     path("pods/", dashboard.pods, name="dash-pods"),
     path("views/<slug:slug>/", dashboard.optional, name="dash-optional"),
+    path(
+        "views/model-servers/<str:namespace>/<str:name>/", dashboard.model_server, name="dash-model-server",
+    ),
 ]

@@ -5,8 +5,9 @@
 
 Migrates the database DATABASE_URL names (use a throwaway one: demo data is loaded into it),
 loads 6 hours of demo data (`manage.py loaddemo`), serves it with gunicorn on a free local port
-and writes docs/dashboard-overview.png, docs/dashboard-deployment.png and docs/dashboard-pods.png
-(--out picks another folder). Needs Debian's chromium and playwright (requirements-dev.txt).
+and writes docs/dashboard-overview.png, docs/dashboard-deployment.png, docs/dashboard-pods.png and
+docs/dashboard-model-server.png (--out picks another folder). Needs Debian's chromium and
+playwright (requirements-dev.txt).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ SHOTS = {
     "dashboard-overview.png": ("/", True),  # down to the top consumers
     "dashboard-deployment.png": ("/namespaces/shop/deployments/frontend/", False),
     "dashboard-pods.png": ("/pods/?sort=-cpu", False),
+    "dashboard-model-server.png": ("/views/model-servers/ml/vllm/?window=3600", False),
 }
 
 

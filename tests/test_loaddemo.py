@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from io import StringIO
 
 import pytest
+from django.apps import apps as django_apps
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from metrics.alerts.models import AlertInstance
 from metrics.models import Container, GpuDevice, Node, NodeSample, Pod, PodSample
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,10 +32,10 @@ def test_it_stores_one_batch_per_node_per_interval_with_every_workload() -> None
     assert set(Pod.objects.exclude(deployment=None).values_list("deployment", flat=True)) == {
         "frontend", "cart", "checkout", "etl", "coredns", "vllm"
     }
-    # 12 replicas plus one collector per node; the frontend pods have two containers.
-    assert Pod.objects.count() == 14
-    assert Container.objects.count() == 17
-    assert PodSample.objects.count() == 14 * 60
+    # 12 replicas, a bare SGLang pod, and one collector per node; the frontend pods have two containers.
+    assert Pod.objects.count() == 15
+    assert Container.objects.count() == 18
+    assert PodSample.objects.count() == 15 * 60
 
 
 def test_the_first_node_has_two_gpus_and_the_model_server_holds_one() -> None:
@@ -50,7 +53,7 @@ def test_the_first_node_has_two_gpus_and_the_model_server_holds_one() -> None:
 def test_it_shows_its_progress_while_it_loads() -> None:
     out = loaddemo("--hours", "1", "--nodes", "1", "--interval", "60", "--no-refresh")
     lines = out.splitlines()
-    assert lines[0] == "loaddemo: 60 intervals x 1 nodes to store (13 pods)"
+    assert lines[0] == "loaddemo: 60 intervals x 1 nodes to store (14 pods)"
     progress = [line for line in lines if line.endswith(" intervals)")]
     assert progress == [f"loaddemo: {p} % ({p * 60 // 100}/60 intervals)" for p in range(10, 100, 10)]
     assert lines.index(progress[-1]) < lines.index(next(line for line in lines if "batches stored" in line))
@@ -87,3 +90,15 @@ def test_it_refreshes_the_rollups_so_namespace_series_have_data() -> None:
 def test_it_refuses_a_window_beyond_raw_retention() -> None:
     with pytest.raises(CommandError, match="raw retention"):
         loaddemo("--hours", str(24 * 365))
+
+
+def test_it_evaluates_the_alert_rules_over_the_demo_so_alerts_fire_and_resolve() -> None:
+    # The default rules come from a data migration, which an earlier transactional test's flush empties.
+    import_module("metrics.migrations.0008_alerts").install_default_rules(django_apps, None)
+    out = loaddemo("--hours", "3", "--nodes", "1", "--no-refresh")
+    # The vLLM GPU stays above 90 %: firing since the first cycles. Every 3 hours each cart
+    # replica is OOM-killed at its memory peak: fired, and resolved 10 minutes later.
+    states = set(AlertInstance.objects.values_list("rule__name", "state"))
+    assert ("PodGPUUtilisationHigh", "firing") in states
+    assert ("ContainerOOMKilled", "resolved") in states
+    assert "alert rules evaluated every 5 minutes" in out

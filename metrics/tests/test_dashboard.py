@@ -189,3 +189,23 @@ def test_a_deployment_shows_its_right_sizing_once_that_api_is_routed(client: Cli
     settings.ROOT_URLCONF = "metrics.tests.urls_without_alerts"
     body = client.get("/namespaces/shop/deployments/web/").content.decode()
     assert 'id="rightsizing"' not in body
+
+
+def test_each_optional_view_has_its_own_page(client: Client, shop) -> None:
+    for slug, api in (("model-servers", "/api/model-servers/"), ("alerts", "/api/alerts/"), ("rightsizing", "/api/rightsizing/")):
+        body = client.get(f"/views/{slug}/").content.decode()
+        assert f'data-page="{slug}"' in body and f'data-api="{api}"' in body
+    history = client.get("/views/alerts/?state=resolved").content.decode()
+    assert 'data-history="1"' in history and '<a href="?state=resolved" aria-current="page">History</a>' in history
+    assert client.get("/views/nothing/").status_code == 404
+
+
+def test_a_model_server_page_reads_its_api_as_a_deployment_or_a_bare_pod(client: Client, shop, settings) -> None:
+    body = client.get("/views/model-servers/llm/decode/").content.decode()
+    assert 'data-page="model-server"' in body and 'data-api="/api/model-servers/llm/decode/"' in body
+    body = client.get("/views/model-servers/llm/decode-0/?kind=pod").content.decode()
+    assert 'data-api="/api/model-servers/llm/decode-0/?kind=pod"' in body
+    assert f'data-raw-retention-seconds="{settings.RETENTION_RAW_DAYS * 86400}"' in body
+    # The overview links its cards to the views that are installed.
+    overview = client.get("/").content.decode()
+    assert 'data-alerts-page="/views/alerts/"' in overview and 'data-model-servers-page="/views/model-servers/"' in overview

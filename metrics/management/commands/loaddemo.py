@@ -5,7 +5,9 @@ server on the first node's GPU, two NVIDIA L4s there) over the last hours: one b
 (`writer.store`) as POST /api/ingest/, so the demo is stored exactly like collector data. CPU
 follows a daily curve with noise, memory creeps and drops at a restart, disk and network follow
 the CPU. Everything is derived from --seed, so a rerun produces the same batches, which ingest
-stores once (a batch already stored is a no-op). The rollups are refreshed at the end.
+stores once (a batch already stored is a no-op). The rollups are refreshed at the end, and the
+alert rules evaluated every 5 minutes over the demo's time (a busy GPU fires, OOM kills fire and
+resolve). The vLLM Deployment and a bare SGLang pod report serving samples.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ GiB = 2**30
 class Workload:
     namespace: str
     name: str
-    kind: str  # Deployment, StatefulSet, DaemonSet, Job
+    kind: str  # Deployment, StatefulSet, DaemonSet, Job, or Pod (a bare pod, no owner)
     replicas: int
     containers: tuple[tuple[str, str], ...]  # (name, image)
     cpu_cores: float  # typical usage per replica
@@ -44,12 +46,16 @@ class Workload:
     io_bytes_per_cpu_second: float = 2 * MiB
     net_bytes_per_cpu_second: float = 4 * MiB
     gpus: int = 0  # GPUs per replica; such pods run on the GPU node (the first)
+    model_server: str | None = None  # vllm or sglang: its pods also report serving samples
+    model_name: str | None = None
+    oom_at_peak: bool = False  # its memory cycle ends in an OOM kill rather than a trim
 
 
 WORKLOADS = (
     Workload("shop", "frontend", "Deployment", 3, (("nginx", "nginx:1.27"), ("app", "shop/frontend:2.4.1")),
              0.35, 220 * MiB, 1.0, 512 * MiB, 0.2 * MiB, 12 * MiB),
-    Workload("shop", "cart", "Deployment", 2, (("cart", "shop/cart:1.9.0"),), 0.2, 180 * MiB, 0.5, 256 * MiB),
+    Workload("shop", "cart", "Deployment", 2, (("cart", "shop/cart:1.9.0"),), 0.2, 180 * MiB, 0.5, 256 * MiB,
+             oom_at_peak=True),
     Workload("shop", "checkout", "Deployment", 2, (("checkout", "shop/checkout:3.0.2"),), 0.15, 300 * MiB,
              None, 1 * GiB),
     Workload("data", "postgres", "StatefulSet", 1, (("postgres", "postgres:16"),), 0.6, 1200 * MiB, 2.0,
@@ -62,9 +68,13 @@ WORKLOADS = (
              0.004, 35 * MiB, 0.2, 128 * MiB, 0, 0.5 * MiB),
     # Last, so the pods above keep their nodes. A model server holding one of the GPU node's GPUs.
     Workload("ml", "vllm", "Deployment", 1, (("vllm", "vllm/vllm-openai:v0.6.3"),), 0.8, 6 * GiB, 4.0,
-             16 * GiB, 0.5 * MiB, 2 * MiB, gpus=1),
+             16 * GiB, 0.5 * MiB, 2 * MiB, gpus=1, model_server="vllm",
+             model_name="meta-llama/Llama-3.1-8B-Instruct"),
+    # A bare SGLang pod (no Deployment) on the first node's second GPU, less busy.
+    Workload("ml", "sglang-qwen", "Pod", 1, (("sglang", "lmsysorg/sglang:v0.4.1"),), 0.5, 4 * GiB, 4.0,
+             12 * GiB, 0.5 * MiB, 1 * MiB, gpus=1, model_server="sglang", model_name="Qwen/Qwen2.5-7B-Instruct"),
 )
-# The first node's GPUs: 24 GiB NVIDIA L4s; the first is the model server's, the second idle.
+# The first node's GPUs: 24 GiB NVIDIA L4s, one for each model server.
 GPUS_ON_FIRST_NODE = 2
 GPU_MODEL = "NVIDIA L4"
 GPU_MEMORY = 24 * GiB
@@ -80,8 +90,8 @@ class DemoPod:
     name: str
     uid: str
     node: str
-    owner_kind: str
-    owner_name: str
+    owner_kind: str | None
+    owner_name: str | None
     deployment: str | None
     phase: float  # de-synchronises the replicas' curves
 
@@ -103,6 +113,8 @@ def build_pods(nodes: list[str]) -> list[DemoPod]:
             if w.kind == "Deployment":
                 name = f"{w.name}-{rs_hash}-{_stable_hex(w.name, i, length=5)}"
                 owner_kind, owner_name, deployment = "ReplicaSet", f"{w.name}-{rs_hash}", w.name
+            elif w.kind == "Pod":
+                name, owner_kind, owner_name, deployment = w.name, None, None, None
             elif w.kind == "StatefulSet":
                 name, owner_kind, owner_name, deployment = f"{w.name}-{i}", "StatefulSet", w.name, None
             else:
@@ -133,6 +145,9 @@ def pod_usage(pod: DemoPod, end: datetime, interval: float, rng: random.Random) 
         cpu_cores = min(cpu_cores, w.cpu_limit)
     # Memory creeps up over a 3-hour cycle and falls back, as a cache fills and is trimmed.
     cycle = ((end.timestamp() / 3600 + pod.phase) % 3) / 3
+    # The cycle wrapped during this interval: the container was OOM-killed at its peak (an
+    # alert that fires and resolves, for the alerts view's history).
+    killed = cycle < (((end.timestamp() - interval) / 3600 + pod.phase) % 3) / 3
     memory = int(w.memory_bytes * (0.85 + 0.3 * cycle) * rng.uniform(0.98, 1.02))
     if w.memory_limit is not None:
         memory = min(memory, int(w.memory_limit * 0.97))
@@ -141,19 +156,48 @@ def pod_usage(pod: DemoPod, end: datetime, interval: float, rng: random.Random) 
     net = cpu_seconds * w.net_bytes_per_cpu_second
     gpu: dict[str, Any] = {}
     if w.gpus:
-        # Busy with the day's requests; the weights and KV cache fill most of the device.
+        # The vLLM server under steady load keeps its GPU above 90 % busy (so the demo's
+        # PodGPUUtilisationHigh alert fires), the SGLang one follows the day's requests; the
+        # weights and KV cache fill most of the device.
+        busy = (90 + 5 * _daily(end, pod.phase) * rng.uniform(0.9, 1.1) if w.model_server == "vllm"
+                else 45 * _daily(end, pod.phase) * rng.uniform(0.85, 1.15))
         gpu = {
-            "gpu_utilization_percent": round(min(100.0, 55 * _daily(end, pod.phase) * rng.uniform(0.85, 1.15)), 1),
+            "gpu_utilization_percent": round(min(99.5, busy), 1),
             "gpu_memory_bytes": int(GPU_MEMORY * 0.9 * rng.uniform(0.98, 1.0)),
         }
     return {
         **gpu,
+        **({"oom_kills": int(killed)} if w.oom_at_peak else {}),
         "cpu_seconds": round(cpu_seconds, 6),
         "memory_working_set_bytes": memory,
         "disk_read_bytes": int(io * rng.uniform(0.1, 0.4)),
         "disk_write_bytes": int(io * rng.uniform(0.6, 0.9)),
         "net_rx_bytes": int(net * rng.uniform(0.4, 0.6)),
         "net_tx_bytes": int(net * rng.uniform(0.4, 0.6)),
+    }
+
+
+def serving(pod: DemoPod, end: datetime, interval: float, rng: random.Random) -> dict[str, Any]:
+    """What a model server did in the interval: about 2 requests/s (vLLM; SGLang 1) at the day's
+    average, ~600 prompt and ~250 output tokens each, latencies that grow with the load."""
+    load = _daily(end, pod.phase) * rng.uniform(0.9, 1.1)
+    requests = max(1, round((2 if pod.workload.model_server == "vllm" else 1) * load * interval))
+    ttft, itl = 0.08 + 0.06 * load, 0.018 + 0.008 * load  # mean seconds
+    e2e = ttft + 250 * itl
+    return {
+        "requests_running": round(6 * load),
+        "requests_waiting": max(0, round(8 * (load - 1.2))),
+        "kv_cache_usage_percent": round(min(98.0, 25 + 40 * load), 1),
+        "prompt_tokens": int(requests * 600 * rng.uniform(0.9, 1.1)),
+        "generation_tokens": int(requests * 250 * rng.uniform(0.9, 1.1)),
+        "requests_succeeded": requests,
+        "preemptions": 0,
+        "ttft_seconds_sum": round(ttft * requests, 4), "ttft_count": requests,
+        "ttft_p50_seconds": round(ttft * 0.8, 4), "ttft_p95_seconds": round(ttft * 2.2, 4),
+        "itl_seconds_sum": round(itl * requests * 250, 4), "itl_count": requests * 250,
+        "itl_p50_seconds": round(itl * 0.9, 4), "itl_p95_seconds": round(itl * 1.8, 4),
+        "e2e_seconds_sum": round(e2e * requests, 4), "e2e_count": requests,
+        "e2e_p50_seconds": round(e2e * 0.9, 4), "e2e_p95_seconds": round(e2e * 1.9, 4),
     }
 
 
@@ -198,7 +242,15 @@ def make_batch(node: str, node_index: int, pods: list[DemoPod], end: datetime, i
             **usage,
             "cpu_limit_cores": pod.workload.cpu_limit,
             "memory_limit_bytes": pod.workload.memory_limit,
+            "phase": "Running",
+            "ready": True,
+            # Requests as teams set them: generous, twice the typical use (what right-sizing
+            # finds); BestEffort pods (no limit either) have none.
+            **({"cpu_request_cores": round(pod.workload.cpu_cores * 2, 3),
+                "memory_request_bytes": min(int(pod.workload.memory_bytes * 1.5), pod.workload.memory_limit or GiB ** 2)} if pod.qos == "Burstable" else {}),
             "containers": containers,
+            **({"model_server": pod.workload.model_server, "model_name": pod.workload.model_name,
+                "serving": serving(pod, end, interval, rng)} if pod.workload.model_server else {}),
         })
     capacity_cores = 4.0 if node_index % 2 == 0 else 8.0
     memory_total = 16 * GiB if node_index % 2 == 0 else 32 * GiB
@@ -227,6 +279,9 @@ def make_batch(node: str, node_index: int, pods: list[DemoPod], end: datetime, i
     }
     if node_index == 0:
         batch["gpus"] = demo_gpus(node, [p for p in pods if p.node == node and p.workload.gpus], pod_entries, rng)
+        # The node's own GPU figures, as the collector sends them: summed over its devices.
+        batch["node_usage"]["gpu_utilization_percent"] = round(sum(g["utilization_percent"] for g in batch["gpus"]), 1)
+        batch["node_usage"]["gpu_memory_bytes"] = sum(g["memory_used_bytes"] for g in batch["gpus"])
     return batch
 
 
@@ -311,3 +366,28 @@ class Command(BaseCommand):
         )
         if not no_refresh:
             call_command("refreshrollups", stdout=self.stdout, stderr=self.stderr)
+        self.evaluate_alerts(last_end - timedelta(seconds=(steps - 1) * interval), last_end)
+
+    def evaluate_alerts(self, first_end: datetime, last_end: datetime) -> None:
+        """The alert rules evaluated every 5 minutes over the demo's time, as `evaluatealerts`
+        would have run them: alerts go pending, fire and resolve, so both the active alerts and
+        their history have rows."""
+        from django.db.models import Max
+
+        from metrics.alerts.evaluate import run_cycle
+        from metrics.alerts.models import AlertRule
+
+        # A rerun goes on from the last cycle (of this or a real evaluator): evaluating the same
+        # minutes again would record each resolved alert twice.
+        done = AlertRule.objects.aggregate(last=Max("last_evaluated"))["last"]
+        fired = resolved = 0
+        moment = max(first_end, done or first_end) + timedelta(minutes=5)
+        if done is not None and done >= last_end:
+            return
+        while True:
+            result = run_cycle(min(moment, last_end), dispatch=False)
+            fired, resolved = fired + result.fired, resolved + result.resolved
+            if moment >= last_end:
+                break
+            moment += timedelta(minutes=5)
+        self.stdout.write(f"loaddemo: alert rules evaluated every 5 minutes: {fired} fired, {resolved} resolved")

@@ -134,6 +134,13 @@ const KM = (() => {
         return `${v.toFixed(1)} %`;
       case "count":
         return String(Math.round(v));
+      case "s":
+        return Math.abs(v) < 1 ? `${(v * 1000).toFixed(Math.abs(v) < 0.01 ? 1 : 0)} ms` : `${v.toFixed(2)} s`;
+      case "tokens/s":
+      case "requests/s":
+        return `${Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(1)} ${unit}`;
+      case "requests":
+        return `${Math.abs(v) >= 10 || Number.isInteger(v) ? v.toFixed(0) : v.toFixed(1)}`;
       case "0..1":
         return `${Math.round(v * 100)} %`;
       default:
@@ -200,7 +207,7 @@ const KM = (() => {
   function cards(container, items) {
     container.replaceChildren(
       ...items.map((c) =>
-        el("div", { class: "card" }, el("div", { class: "card-title" }, c.title), el("div", { class: "card-value" }, c.value),
+        el(c.href ? "a" : "div", { class: "card", href: c.href, "data-card": c.key }, el("div", { class: "card-title" }, c.title), el("div", { class: "card-value" }, c.value),
           c.detail ? el("div", { class: "card-detail" }, c.detail) : null, c.percent !== undefined ? meter(el("span"), c.percent) : null),
       ),
     );

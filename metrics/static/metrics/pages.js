@@ -51,24 +51,22 @@
   // --- pages ----------------------------------------------------------------------------------
   async function overview() {
     const cluster = await KM.getJSON(withWindow(data.api));
-    const cardList = [
-      { title: "Nodes", value: `${cluster.nodes_reporting} / ${cluster.nodes}`, detail: cluster.nodes - cluster.nodes_reporting ? `${cluster.nodes - cluster.nodes_reporting} not reporting` : "all reporting" },
-      { title: "Pods", value: String(cluster.pods), detail: "seen in the last 5 minutes" },
-      ...usageCards(cluster),
-    ];
+    let cardList;
     if (data.summaryApi) {
-      // /api/summary/: its numbers and small breakdowns (pods by phase, alerts by severity) as cards.
       const summary = await KM.getJSON(data.summaryApi);
-      for (const [k, v] of Object.entries(summary)) {
-        if (v && typeof v === "object" && !Array.isArray(v) && Object.values(v).every((n) => typeof n === "number")) {
-          cardList.push({ title: k.replace(/_/g, " "), value: String(Object.values(v).reduce((a, b) => a + b, 0)), detail: Object.entries(v).map(([a, b]) => `${a} ${b}`).join(", ") });
-        }
-      }
+      cardList = summaryCards(summary, cluster.name);
+    } else {
+      cardList = [
+        { title: "Nodes", value: `${cluster.nodes_reporting} / ${cluster.nodes}`, detail: cluster.nodes - cluster.nodes_reporting ? `${cluster.nodes - cluster.nodes_reporting} not reporting` : "all reporting" },
+        { title: "Pods", value: String(cluster.pods), detail: "seen in the last 5 minutes" },
+        ...usageCards(cluster),
+      ];
     }
     KM.cards(document.getElementById("cards"), cardList);
     if (data.alertsApi) {
-      const alerts = await KM.getJSON(data.alertsApi);
-      document.getElementById("alerts").replaceChildren(genericTable(alerts, "Nothing is firing."));
+      // Firing only: a pending alert has not held for its rule's `for` yet (the alerts view lists both).
+      const firing = await KM.getAll(`${data.alertsApi}?state=firing`);
+      document.getElementById("alerts").replaceChildren(alertsTable(firing, false, "Nothing is firing."));
     }
     const charts = document.getElementById("charts");
     if (!cluster.nodes) charts.replaceChildren(el("p", { class: "empty" }, NO_DATA));
@@ -179,13 +177,10 @@
     KM.cards(document.getElementById("cards"), usageCards(d, [{ title: "Pods", value: String(d.pods), detail: "ever seen" }]));
     KM.seriesCharts(document.getElementById("charts"), d.series);
     if (data.rightsizingApi) {
-      // Right-sizing looks back a whole number of seconds from now, at least an hour (its
-      // percentiles need that much data): the page's window, widened to an hour when shorter.
-      const s = KM.state();
-      const seconds = s.start ? (Date.parse(s.end || new Date().toISOString()) - Date.parse(s.start)) / 1000 : Number(s.window);
-      const lookback = Math.min(30 * 86400, Math.max(3600, Math.round(seconds) || 3600));
-      const advice = await KM.getJSON(`${data.rightsizingApi}?window=${lookback}`);
-      document.getElementById("rightsizing").replaceChildren(genericTable(advice, "No recommendation yet."));
+      const advice = await KM.getJSON(`${data.rightsizingApi}?window=${sizingWindow()}`);
+      const box = document.getElementById("rightsizing");
+      if (advice.recommendation) box.replaceChildren(table(sizingColumns(), [advice]), el("p", { class: "muted" }, `Rule: ${advice.rule}`));
+      else box.replaceChildren(el("p", { class: "empty" }, advice.no_recommendation_reason || "No recommendation yet."));
     }
     const names = JSON.parse(data.podNames);
     await manyCharts("pod", names, data.namespace, "pods");
@@ -258,18 +253,255 @@
     }
   }
 
-  // A list answer of an API this page does not know the shape of: its scalar fields as columns.
-  function genericTable(body, empty) {
-    const rows = Array.isArray(body) ? body : Array.isArray(body.results) ? body.results : [body];
-    const keys = rows.length ? Object.keys(rows[0]).filter((k) => rows[0][k] === null || typeof rows[0][k] !== "object") : [];
-    return table(keys.map((k) => ({ title: k.replace(/_/g, " "), cell: (r) => (r[k] === null || r[k] === undefined ? "–" : String(r[k])) })), rows, empty);
+
+  // --- summary cards (/api/summary/) ------------------------------------------------------------
+  const pct = (v) => (v === null || v === undefined ? null : `${v.toFixed(0)} %`);
+
+  function summaryCards(summary, name) {
+    const c = summary.clusters.find((x) => x.name === name) || summary.clusters[0];
+    if (!c) return [{ title: "Nodes", value: "0", detail: NO_DATA }];
+    const n = c.nodes;
+    const out = [{
+      key: "nodes", title: "Nodes", value: `${n.reporting} / ${n.total}`, href: page("/nodes/"),
+      detail: n.not_reporting ? `not reporting: ${n.not_reporting_names.join(", ")}` : "all reporting",
+    }];
+    const p = c.pods;
+    const phases = Object.entries(p.phases || {}).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`);
+    if (p.not_ready) phases.push(`${p.not_ready} not ready`);
+    out.push({ key: "pods", title: "Pods", value: String(p.total), href: page("/pods/"), detail: phases.join(" · ") || "seen in the last 5 minutes" });
+    if (c.model_servers) {
+      const ms = c.model_servers;
+      out.push({ key: "model-servers", title: "Model server pods", value: String((ms.vllm || 0) + (ms.sglang || 0)), href: data.modelServersPage ? page(data.modelServersPage) : null, detail: `vLLM ${ms.vllm || 0} · SGLang ${ms.sglang || 0}` });
+    }
+    const usage = c.usage || {};
+    for (const [key, title, unit, suffix] of [["cpu", "CPU", "millicores", "millicores"], ["memory", "Memory", "bytes", "bytes"]]) {
+      const x = usage[key];
+      if (!x) continue;
+      const lines = [`of ${fmt(x[`capacity_${suffix}`], unit)}`];
+      // Against requests where the inventory records them (what the scheduler reserves), else limits.
+      if (x[`requests_${suffix}`] != null) lines.push(`pods use ${pct(x.pods_percent_of_requests)} of requests (${pct(x.requests_percent_of_capacity)} of capacity requested)`);
+      else if (x.pods_percent_of_limits != null) lines.push(`pods use ${pct(x.pods_percent_of_limits)} of limits`);
+      out.push({ key, title, value: fmt(x[`used_${suffix}`], unit), detail: lines.join(" · "), percent: x.percent_of_capacity ?? undefined });
+    }
+    if (usage.gpu) {
+      const g = usage.gpu;
+      const of = g.gpus ? ` of ${g.gpus} GPU${g.gpus === 1 ? "" : "s"}` : ` on ${g.nodes_with_gpu} node${g.nodes_with_gpu === 1 ? "" : "s"}`;
+      out.push({ key: "gpu", title: "GPU", value: fmt(g.utilization_percent_sum, "%"), detail: `busy, summed over GPUs${of} · ${fmt(g.memory_used_bytes, "bytes")} memory`, percent: g.utilization_percent_of_capacity ?? undefined });
+    }
+    if (summary.alerts) {
+      const a = summary.alerts;
+      const parts = ["critical", "warning", "info"].filter((k) => a[k]).map((k) => `${a[k]} ${k}`);
+      out.push({ key: "alerts", title: "Alerts firing", value: String(a.total), href: data.alertsPage ? page(data.alertsPage) : null, detail: parts.join(" · ") || "nothing is firing" });
+    }
+    if (summary.clusters.length > 1) out.push({ key: "clusters", title: "Clusters", value: String(summary.clusters.length), detail: `these cards: ${c.name}` });
+    out.push({ key: "newest", title: "Newest sample", value: c.newest_sample ? new Date(c.newest_sample).toLocaleTimeString() : "–", detail: c.newest_sample ? new Date(c.newest_sample).toLocaleDateString() : "no sample yet" });
+    return out;
   }
 
-  async function optional() {
-    const body = await KM.getJSON(withWindow(data.api));
-    document.getElementById("rows").replaceChildren(genericTable(body, data.empty));
+  // --- alerts -----------------------------------------------------------------------------------
+  const badge = (text, cls) => el("span", { class: `badge ${cls || text}` }, text);
+  const podHref = (ns, name) => page(`/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(name)}/`);
+
+  function since(iso) {
+    if (!iso) return "–";
+    const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+    const ago = s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : s < 172800 ? `${(s / 3600).toFixed(1)} h` : `${Math.round(s / 86400)} d`;
+    return el("span", { title: KM.time(iso) }, `${ago} ago`);
   }
 
-  const pages = { overview, nodes, namespaces, node, namespace, deployment, pod, pods: null, optional };
+  function duration(from, to) {
+    const s = Math.max(0, (Date.parse(to) - Date.parse(from)) / 1000);
+    return s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`;
+  }
+
+  // What the alert is about: the pod (with its namespace), else the node, else its labels.
+  function entity(a) {
+    const l = a.labels || {};
+    if (l.pod && l.namespace) return link(`${l.namespace}/${l.pod}`, podHref(l.namespace, l.pod));
+    if (l.deployment && l.namespace) return link(`${l.namespace}/${l.deployment}`, depHref(l.namespace, l.deployment));
+    if (l.namespace) return link(l.namespace, nsHref(l.namespace));
+    if (l.node) return link(l.node, nodeHref(l.node));
+    return Object.entries(l).filter(([k]) => k !== "alertname" && k !== "severity").map(([k, v]) => `${k}=${v}`).join(", ") || "cluster";
+  }
+
+  const SEVERITY_ORDER = { critical: 0, warning: 1, info: 2 };
+  const STATE_ORDER = { firing: 0, pending: 1, resolved: 2 };
+
+  function alertsTable(list, history, empty) {
+    const rows = [...list].sort((a, b) => (STATE_ORDER[a.state] - STATE_ORDER[b.state]) || (SEVERITY_ORDER[a.severity] - SEVERITY_ORDER[b.severity]) || Date.parse(b.started_at) - Date.parse(a.started_at));
+    const value = (a) => (a.value === null || a.value === undefined ? "–" : `${Number(a.value).toFixed(1)}${a.peak_value !== null && a.peak_value !== a.value ? ` (peak ${Number(a.peak_value).toFixed(1)})` : ""}`);
+    const columns = [
+      { title: "State", cell: (a) => el("span", {}, badge(a.state), a.silenced ? " silenced" : "") },
+      { title: "Severity", cell: (a) => badge(a.severity) },
+      { title: "Rule", cell: (a) => a.rule },
+      { title: "Entity", cell: entity },
+      { title: "Summary", cell: (a) => a.annotations?.summary || "" },
+      { title: "Value", num: true, cell: value },
+    ];
+    if (history) {
+      columns.push({ title: "Started", cell: (a) => KM.time(a.started_at) });
+      columns.push({ title: "Ended", cell: (a) => (a.ended_at ? since(a.ended_at) : "–") });
+      columns.push({ title: "Lasted", num: true, cell: (a) => (a.ended_at ? duration(a.fired_at || a.started_at, a.ended_at) : "–") });
+    } else {
+      columns.push({ title: "Since", cell: (a) => since(a.state === "firing" ? a.fired_at || a.started_at : a.started_at) });
+    }
+    const t = table(columns, rows, empty);
+    for (const [i, tr] of [...t.querySelectorAll("tbody tr")].entries()) tr.dataset.state = rows[i].state;
+    return t;
+  }
+
+  async function alerts() {
+    const history = data.history === "1";
+    const list = await KM.getAll(history ? `${data.api}?state=resolved` : data.api);
+    const empty = history ? "No alert has resolved in the last 30 days." : "Nothing is firing or pending. Rules and their state are in the API (/api/alert-rules/) and the admin.";
+    document.getElementById("rows").replaceChildren(alertsTable(list, history, empty));
+  }
+
+  // --- model servers ------------------------------------------------------------------------------
+  const msHref = (m) => page(`/views/model-servers/${encodeURIComponent(m.namespace)}/${encodeURIComponent(m.name)}/${m.kind === "pod" ? "?kind=pod" : ""}`);
+  const SERVER_KINDS = { vllm: "vLLM", sglang: "SGLang" };
+  const latest = (m) => m.latest || {};
+
+  async function modelServers() {
+    const list = await KM.getAll(data.api);
+    document.getElementById("rows").replaceChildren(table([
+      { title: "Server", cell: (m) => link(m.name, msHref(m)) },
+      { title: "Namespace", cell: (m) => link(m.namespace, nsHref(m.namespace)) },
+      { title: "Kind", cell: (m) => (m.kind === "deployment" ? "Deployment" : "Pod") },
+      { title: "Engine", cell: (m) => SERVER_KINDS[m.model_server] || m.model_server },
+      { title: "Model", cell: (m) => m.model_name || "–" },
+      { title: "Replicas", num: true, cell: (m) => `${latest(m).replicas_reporting ?? 0} / ${m.replicas}` },
+      { title: "Tokens/s", num: true, cell: (m) => el("span", { title: `prompt ${fmt(latest(m).prompt_tokens_per_second, "tokens/s")}` }, fmt(latest(m).generation_tokens_per_second, "tokens/s")) },
+      { title: "Running", num: true, cell: (m) => fmt(latest(m).requests_running, "requests") },
+      { title: "Waiting", num: true, cell: (m) => fmt(latest(m).requests_waiting, "requests") },
+      { title: "KV cache", cell: (m) => KM.meter(el("span"), latest(m).kv_cache_usage_percent ?? null) },
+      { title: "TTFT p95", num: true, cell: (m) => fmt(latest(m).ttft_p95_seconds, "s") },
+      { title: "GPU", num: true, cell: (m) => (latest(m).gpu_utilization_percent == null ? "–" : `${fmt(latest(m).gpu_utilization_percent, "%")} · ${fmt(latest(m).gpu_memory_bytes, "bytes")}`) },
+    ], list, data.empty));
+  }
+
+  // The model server's charts: each a few point fields with one unit.
+  const SERVING_CHARTS = [
+    { key: "tokens", title: "Tokens per second", unit: "tokens/s", fields: [["generation_tokens_per_second", "generation"], ["prompt_tokens_per_second", "prompt"]] },
+    { key: "requests", title: "Requests (running and waiting, summed over replicas)", unit: "requests", fields: [["requests_running", "running"], ["requests_waiting", "waiting"]] },
+    { key: "rate", title: "Requests completed per second", unit: "requests/s", fields: [["requests_per_second", "succeeded"]] },
+    { key: "kv", title: "KV cache usage (%)", unit: "%", fields: [["kv_cache_usage_percent", "KV cache"]] },
+    { key: "ttft", title: "Time to first token", unit: "s", fields: [["ttft_p95_seconds", "p95 (highest replica)"], ["ttft_mean_seconds", "mean"]] },
+    { key: "e2e", title: "End-to-end latency", unit: "s", fields: [["e2e_p95_seconds", "p95 (highest replica)"], ["e2e_mean_seconds", "mean"]] },
+  ];
+
+  // Serving series come from raw samples at any step; the API's default step can be shorter
+  // than the collection interval, which leaves most buckets empty and the lines broken. About
+  // 200 points per chart, at least a minute per bucket.
+  const SERVING_STEPS = [60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400];
+
+  // Serving samples are raw only (no serving rollups yet), kept RETENTION_RAW_DAYS: a window
+  // reaching further back shows the days kept, and says so.
+  function servingQuery() {
+    const st = KM.state();
+    const since = st.start ? (Date.now() - Date.parse(st.start)) / 1000 : st.window;
+    const kept = Number(data.rawRetentionSeconds);
+    const q = new URLSearchParams(since > kept ? { window: String(kept) } : KM.seriesQuery());
+    const seconds = st.start && since <= kept ? ((st.end ? Date.parse(st.end) : Date.now()) - Date.parse(st.start)) / 1000 : Math.min(since, kept);
+    q.set("step", String(SERVING_STEPS.find((step) => step >= seconds / 200) || 86400));
+    const note = since > kept ? `Model servers have raw samples only, kept ${kept / 86400} days (RETENTION_RAW_DAYS): these charts show those days.` : null;
+    return [q.toString(), note];
+  }
+
+  async function modelServer() {
+    const [query, note] = servingQuery();
+    const m = await KM.getJSON(`${data.api}${data.api.includes("?") ? "&" : "?"}${query}`);
+    const noteBox = document.getElementById("serving-note");
+    noteBox.textContent = note || "";
+    noteBox.hidden = !note;
+    const x = latest(m);
+    KM.cards(document.getElementById("cards"), [
+      { key: "replicas", title: "Replicas", value: `${x.replicas_reporting ?? 0} / ${m.replicas}`, detail: "reporting / running" },
+      { key: "tokens", title: "Tokens/s", value: fmt(x.generation_tokens_per_second, "tokens/s"), detail: `generated; prompt ${fmt(x.prompt_tokens_per_second, "tokens/s")}` },
+      { key: "requests", title: "Requests", value: `${fmt(x.requests_running, "requests")} running`, detail: `${fmt(x.requests_waiting, "requests")} waiting · ${fmt(x.requests_per_second, "requests/s")}` },
+      { key: "kv", title: "KV cache", value: fmt(x.kv_cache_usage_percent, "%"), percent: x.kv_cache_usage_percent ?? undefined },
+      { key: "ttft", title: "TTFT p95", value: fmt(x.ttft_p95_seconds, "s"), detail: `mean ${fmt(x.ttft_mean_seconds, "s")}` },
+      { key: "gpu", title: "GPU", value: fmt(x.gpu_utilization_percent, "%"), detail: x.gpu_memory_bytes != null ? `${fmt(x.gpu_memory_bytes, "bytes")} memory` : "no GPU figures" },
+    ]);
+    const owner = m.kind === "deployment" ? link(`Deployment ${m.name}`, depHref(m.namespace, m.name)) : link(`Pod ${m.name}`, podHref(m.namespace, m.name));
+    facts(document.getElementById("facts"), [
+      ["Model", m.model_name || "–"],
+      ["Engine", SERVER_KINDS[m.model_server] || m.model_server],
+      ["Workload", owner],
+      ["Pods ever seen", String(m.pods)],
+      ["First seen", KM.time(m.first_seen)],
+      ["Last seen", KM.time(m.last_seen)],
+    ]);
+    const charts = document.getElementById("charts");
+    const s = m.series;
+    const times = s.points.map((p) => Date.parse(p.time) / 1000);
+    const coverage = s.points.map((p) => p.coverage);
+    for (const c of SERVING_CHARTS) {
+      KM.chart(charts, c.key, {
+        title: c.title, unit: c.unit, times, step: s.step, coverage,
+        series: c.fields.map(([f, label]) => ({ label, values: s.points.map((p) => p[f]) })),
+      });
+    }
+  }
+
+  // --- right-sizing -------------------------------------------------------------------------------
+  // The right-sizing API takes a window of 1 hour up to the 1-minute rollups' retention: the
+  // picker's window (or custom range's length), clamped to that.
+  function sizingWindow() {
+    const st = KM.state();
+    const seconds = st.start ? ((st.end ? Date.parse(st.end) : Date.now()) - Date.parse(st.start)) / 1000 : st.window;
+    return Math.round(Math.min(Number(data.maxWindow) || 2592000, Math.max(3600, seconds)));
+  }
+
+  const change = (v, unit) => {
+    if (v === null || v === undefined) return "–";
+    if (Math.abs(v) < 1e-9) return "no change";
+    return el("span", { class: v < 0 ? "frees" : "needs" }, `${v < 0 ? "frees" : "needs"} ${fmt(Math.abs(v), unit)}`);
+  };
+  const current = (x, unit, suffix) => {
+    const request = x[`request_${suffix}`];
+    if (request != null) return fmt(request, unit);
+    const limit = x[`limit_${suffix}`];
+    return limit != null ? `${fmt(limit, unit)} (limit)` : "none";
+  };
+
+  function sizingColumns() {
+    const r = (d) => d.recommendation || {};
+    return [
+      { title: "Replicas", num: true, cell: (d) => String(d.replicas) },
+      { title: "CPU p95", num: true, cell: (d) => fmt(d.cpu.p95_millicores, "millicores") },
+      { title: "CPU request", num: true, cell: (d) => current(d.cpu, "millicores", "millicores") },
+      { title: "recommended", num: true, cell: (d) => fmt(r(d).cpu_request_millicores, "millicores") },
+      { title: "CPU change", num: true, cell: (d) => change(r(d).cpu_change_millicores, "millicores") },
+      { title: "Memory p95", num: true, cell: (d) => fmt(d.memory.p95_bytes, "bytes") },
+      { title: "Memory request", num: true, cell: (d) => current(d.memory, "bytes", "bytes") },
+      { title: "recommended", num: true, cell: (d) => fmt(r(d).memory_request_bytes, "bytes") },
+      { title: "limit", num: true, cell: (d) => fmt(r(d).memory_limit_bytes, "bytes") },
+      { title: "Memory change", num: true, cell: (d) => change(r(d).memory_change_bytes, "bytes") },
+      { title: "Throttled", num: true, cell: (d) => fmt(d.cpu.throttled_percent, "%") },
+      { title: "OOM kills", num: true, cell: (d) => String(d.memory.oom_kills ?? "–") },
+    ];
+  }
+
+  async function rightsizing() {
+    const seconds = sizingWindow();
+    const body = await KM.getJSON(`${data.api}?window=${seconds}&limit=200`);
+    KM.cards(document.getElementById("cards"), [
+      { key: "deployments", title: "Deployments", value: String(body.deployments), detail: `with data in the last ${seconds >= 86400 ? `${(seconds / 86400).toFixed(seconds % 86400 ? 1 : 0)} d` : `${(seconds / 3600).toFixed(seconds % 3600 ? 1 : 0)} h`}` },
+      { key: "cpu", title: "CPU freed", value: fmt(body.cpu_freed_millicores, "millicores"), detail: "if every recommendation that frees were applied" },
+      { key: "memory", title: "Memory freed", value: fmt(body.memory_freed_bytes, "bytes"), detail: body.requests_recorded ? "from requests (limits where none)" : "from limits: no requests are recorded" },
+    ]);
+    const columns = [
+      { title: "Deployment", cell: (d) => link(d.name, depHref(d.namespace, d.name)) },
+      { title: "Namespace", cell: (d) => link(d.namespace, nsHref(d.namespace)) },
+      ...sizingColumns(),
+    ];
+    const t = table(columns, body.results, data.empty);
+    for (const [i, tr] of [...t.querySelectorAll("tbody tr")].entries()) if (!body.results[i].recommendation) tr.title = body.results[i].no_recommendation_reason || "";
+    document.getElementById("rows").replaceChildren(t);
+    document.getElementById("rule").textContent = `Rule: ${body.rule}`;
+  }
+
+  const pages = { overview, nodes, namespaces, node, namespace, deployment, pod, pods: null, alerts, rightsizing, "model-servers": modelServers, "model-server": modelServer };
   KM.start(pages[data.page] || null);
 })();
