@@ -87,7 +87,9 @@ def shot(name: str) -> str:
     return str(browser.output_dir("dashboard") / name)
 
 
-def test_the_demo_data_has_something_for_every_page(demo: dict[str, Any], db: None) -> None:
+# transactional_db, not db: a `db` test would run among the rollback tests, and the demo's
+# refresh moves TimescaleDB's continuous-aggregate watermark to the present, hiding their samples.
+def test_the_demo_data_has_something_for_every_page(demo: dict[str, Any], transactional_db: None) -> None:
     assert Pod.objects.filter(namespace="shop", deployment="frontend").count() == 3
     assert Pod.objects.exclude(deployment=None).values("deployment").distinct().count() == 6
     assert set(Pod.objects.values_list("node__name", flat=True)) == {"demo-node-1", "demo-node-2", "demo-node-3"}
