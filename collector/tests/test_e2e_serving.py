@@ -189,12 +189,15 @@ def test_the_api_serves_exactly_the_tokens_and_latency_the_servers_produced(
         assert row["latest"]["generation_tokens_per_second"] == newest.generation_tokens / newest.interval_seconds
         kind = "" if name == "web" else "?kind=pod&"
         detail = reader.get(f"/api/model-servers/{namespace}/{name}/{kind or '?'}window=900&step=60").json()
-        points = [p for p in detail["series"]["points"] if p["samples"]]
+        points = [p for p in detail["series"]["points"] if p["coverage"]]
         totals = expected_totals(flavour, served)
         assert math.fsum(p["generation_tokens"] for p in points) == totals["generation_tokens"]
         assert math.fsum(p["prompt_tokens"] for p in points) == totals["prompt_tokens"]
         for p in points:
-            assert p["generation_tokens_per_second"] == p["generation_tokens"] / 60
+            # A rate is the bucket's sum over the seconds reported in it (coverage x step).
+            assert p["generation_tokens_per_second"] == pytest.approx(
+                p["generation_tokens"] / (p["coverage"] * 60), rel=1e-9
+            )
         # TTFT over the whole window from the per-point means and their counts: exact.
         ttft_total = math.fsum(
             s.ttft_seconds_sum for s in samples if s.ttft_seconds_sum is not None
