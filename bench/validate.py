@@ -66,7 +66,7 @@ def main() -> None:
             "validate": lambda: schema.IngestBatch.model_validate_json(body),
             "dup": lambda: duplicates.duplicate_key_errors(body, batch),
             "bounds": lambda: rules.bound_errors(
-                batch, schema._NODE_BOUNDS, schema._POD_BOUNDS, schema._CONTAINER_BOUNDS
+                batch, schema._NODE_BOUNDS, schema._POD_BOUNDS, schema._CONTAINER_BOUNDS, schema._SERVING_BOUNDS
             ),
             "whole": lambda: schema.parse_batch(body, now, timedelta(days=7)),
         },

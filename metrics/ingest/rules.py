@@ -104,6 +104,11 @@ MAX_NET_BYTES_PER_SECOND = 2**38  # ~275 GB/s (2.2 Tbit/s)
 MAX_PACKETS_PER_SECOND = 2**30  # ~1 G packets/s
 MAX_CFS_PERIODS_PER_SECOND = 1000  # the shortest CFS period is 1 ms
 MAX_OOM_KILLS_PER_SECOND = 1000
+# A model server (one pod, all its engines): far above the fastest inference servers.
+MAX_TOKENS_PER_SECOND = 10**7
+MAX_REQUESTS_PER_SECOND = 10**6
+MAX_REQUESTS_IN_FLIGHT = 10**6
+MAX_LATENCY_SECONDS = 10**7
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,11 @@ _EXPLICIT: dict[str, tuple[Callable[[float, Node], float], str]] = {
     "cpu_throttled_periods": (_rate(MAX_CFS_PERIODS_PER_SECOND), "at most 1,000 CFS periods per second"),
     "oom_kills": (_rate(MAX_OOM_KILLS_PER_SECOND), "at most 1,000 per second"),
     "restarts": (_fixed(2**31 - 1), "at most 2^31 - 1"),
+    # Model serving (the pod's `serving` block).
+    "requests_running": (_fixed(MAX_REQUESTS_IN_FLIGHT), "at most 10^6 requests in flight"),
+    "requests_waiting": (_fixed(MAX_REQUESTS_IN_FLIGHT), "at most 10^6 requests in flight"),
+    "requests_succeeded": (_rate(MAX_REQUESTS_PER_SECOND), "at most 10^6 requests per second"),
+    "preemptions": (_rate(MAX_REQUESTS_PER_SECOND), "at most 10^6 per second"),
 }
 
 
@@ -170,6 +180,16 @@ def _kind(name: str) -> tuple[Callable[[float, Node], float], str]:
         return _rate(MAX_NET_BYTES_PER_SECOND), "at most 256 GiB/s of network traffic"
     if name.startswith("net_") and name.endswith(("_packets", "_errors", "_dropped")):
         return _rate(MAX_PACKETS_PER_SECOND), "at most 2^30 packets per second"
+    if name.endswith("_tokens") or name in ("itl_count",):
+        # Every generated token is one inter-token latency observation.
+        return _rate(MAX_TOKENS_PER_SECOND), "at most 10^7 tokens per second"
+    if name in ("ttft_count", "e2e_count"):
+        return _rate(MAX_REQUESTS_PER_SECOND), "at most 10^6 requests per second"
+    if name.endswith("_seconds_sum"):
+        # Each request in flight adds at most the interval to a latency sum.
+        return _rate(MAX_REQUESTS_IN_FLIGHT), "at most 10^6 requests in flight x the interval"
+    if name.endswith(("_p50_seconds", "_p95_seconds")):
+        return _fixed(MAX_LATENCY_SECONDS), "at most 10^7 seconds"
     if name.endswith("_percent"):
         return _fixed(100.0 * MAX_GPUS), f"at most 100 per device, {MAX_GPUS} devices"
     if name.endswith("_bytes"):
@@ -251,7 +271,7 @@ def _group_errors(
 
 
 def bound_errors(
-    batch: Any, node_bounds: Bounds, pod_bounds: Bounds, container_bounds: Bounds
+    batch: Any, node_bounds: Bounds, pod_bounds: Bounds, container_bounds: Bounds, serving_bounds: Bounds
 ) -> dict[str, list[str]]:
     """Every number past its physical bound, by path (the batch is pydantic-valid already)."""
     usage = batch.node_usage
@@ -272,9 +292,14 @@ def bound_errors(
     # Grouped by their interval (almost always the batch's): one bound per field and group.
     pods: dict[float, list[tuple[str, Any]]] = {}
     containers: dict[float, list[tuple[str, Any]]] = {}
+    servings: dict[float, list[tuple[str, Any]]] = {}
     for i, pod in enumerate(batch.pods):
         pod_interval = pod.interval_seconds or interval
         pods.setdefault(pod_interval, []).append((f"pods[{i}]", pod))
+        if pod.serving is not None:
+            servings.setdefault(pod.serving.interval_seconds or pod_interval, []).append(
+                (f"pods[{i}].serving", pod.serving)
+            )
         for j, container in enumerate(pod.containers):
             containers.setdefault(container.interval_seconds or pod_interval, []).append(
                 (f"pods[{i}].containers[{j}]", container)
@@ -283,4 +308,6 @@ def bound_errors(
         errors.update(_group_errors(pod_bounds, items, seconds, node))
     for seconds, items in containers.items():
         errors.update(_group_errors(container_bounds, items, seconds, node))
+    for seconds, items in servings.items():
+        errors.update(_group_errors(serving_bounds, items, seconds, node))
     return errors

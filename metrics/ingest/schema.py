@@ -409,6 +409,7 @@ def nul_errors(value: Any, loc: tuple[int | str, ...] = ()) -> dict[str, list[st
 _NODE_BOUNDS = rules.Bounds(IngestNodeUsage)
 _POD_BOUNDS = rules.Bounds(IngestPod)
 _CONTAINER_BOUNDS = rules.Bounds(IngestContainer)
+_SERVING_BOUNDS = rules.Bounds(IngestServing)
 
 
 def parse_batch(body: bytes, now: datetime, raw_retention: timedelta) -> IngestBatch:
@@ -427,7 +428,7 @@ def parse_batch(body: bytes, now: datetime, raw_retention: timedelta) -> IngestB
         if errors:
             raise BatchInvalid(errors)
     errors = check_batch(batch, now, raw_retention) | check_gpus(batch.gpus) | serving_errors(batch)
-    errors.update(rules.bound_errors(batch, _NODE_BOUNDS, _POD_BOUNDS, _CONTAINER_BOUNDS))
+    errors.update(rules.bound_errors(batch, _NODE_BOUNDS, _POD_BOUNDS, _CONTAINER_BOUNDS, _SERVING_BOUNDS))
     if errors:
         raise BatchInvalid(errors)
     return batch

@@ -83,6 +83,9 @@ def test_a_batch_without_model_fields_keeps_what_the_inventory_knows(client, ing
     ({"model_server": "tgi"}, "pods[0].model_server", "'vllm' or 'sglang'"),
     ({"model_server": None}, "pods[0].serving", "Needs model_server"),
     ({"model_name": ""}, "pods[0].model_name", "at least 1 character"),
+    # Finite but impossible: one such sum would overflow every rollup of its bucket.
+    ({"serving": {"ttft_seconds_sum": 1e308}}, "pods[0].serving.ttft_seconds_sum", "more than physically possible"),
+    ({"serving": {"generation_tokens": 2**62}}, "pods[0].serving.generation_tokens", "more than physically possible"),
 ])
 def test_bad_serving_input_is_a_400_naming_the_field_and_stores_nothing(
     client, ingest_token, change: dict[str, Any], field: str, message: str
