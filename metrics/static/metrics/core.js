@@ -124,7 +124,9 @@ const KM = (() => {
     switch (unit) {
       case "millicores":
         if (Math.abs(v) >= 10000) return `${(v / 1000).toFixed(0)} cores`;
+        if (v === 1000) return "1 core";
         if (Math.abs(v) >= 1000) return `${v % 1000 === 0 ? v / 1000 : (v / 1000).toFixed(2)} cores`;
+        if (v === 0) return "0";
         return `${v.toFixed(Math.abs(v) < 10 ? 1 : 0)} m`;
       case "bytes":
         return bytes(v);
