@@ -411,7 +411,9 @@ def test_bytes_sent_from_the_pods_namespace_are_counted_within_1_percent(run: Ru
     kernel_tx = k_last.net_tx - k_first.net_tx
     report("sender pod net_tx_bytes", sent, kernel_tx, NET_BYTES)
     assert within(sent, kernel_tx, 0.01), (sent, kernel_tx)
-    assert within(sent, NET_BYTES, 0.01), (sent, NET_BYTES)
+    # Against the payload, the headers count too: their share grows when a loaded sender sends
+    # smaller segments (1.5 % seen on a busy 2-core machine), so 5 %. Accuracy is the kernel check.
+    assert within(sent, NET_BYTES, 0.05), (sent, NET_BYTES)
     assert sent >= NET_BYTES  # payload plus headers
     assert w.receiver.received == NET_BYTES
     assert run.burst_sum(w.net, "net_rx_bytes") == k_last.net_rx - k_first.net_rx  # the ACKs
