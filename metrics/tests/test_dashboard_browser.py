@@ -360,8 +360,8 @@ def test_a_model_server_charts_its_serving_series_and_redraws_for_a_new_window(d
     for key in before:
         assert after[key]["window"] != before[key]["window"], key
         assert int(after[key]["points"]) > 0, key
-    # 2.5 h of demo data in 24 h: the bucket where the data starts is covered only in part.
-    assert any(int(c["partial"]) >= 1 for c in after.values()), after
+    # (Whether the bucket the demo data starts in is partial depends on the minute the test runs
+    # at, so partial buckets are checked by test_partial_buckets_are_marked instead.)
     assert "window=86400" in p.url
     # 30 days is past the raw retention: the charts show the days kept, and say so.
     p.select_option("#window", "2592000")
